@@ -1,0 +1,63 @@
+/*  crm_pg.h - asynchronous PostgreSQL on a libev loop: pipelined reads, group-committed writes, reconnect.
+ *
+ *  One crm_pg_t holds one connection. Statements are prepared once (and again
+ *  after every reconnect) and called by name with text parameters. Reads are
+ *  pipelined outside any transaction. Writes queued while a write transaction
+ *  is running are committed together in the next one (group commit): if that
+ *  transaction fails as a whole, each of its writes is retried alone, so one
+ *  bad write never fails its neighbours.
+ */
+#ifndef CRM_PG_H_INCLUDED
+#define CRM_PG_H_INCLUDED
+
+#include <ev.h>
+#include <libpq-fe.h>
+
+typedef struct _crm_pg_t crm_pg_t;
+
+typedef enum {
+    CRM_PG_OK = 0,
+    CRM_PG_ESQL = 1,         //  The statement failed (constraint, bad value...)
+    CRM_PG_EUNAVAILABLE = 2, //  No connection, or it broke while the statement ran
+} crm_pg_status_t;
+
+//  Called exactly once per submitted statement, on the loop. On CRM_PG_OK
+//  result is the statement's result (borrowed: valid during the call only) and
+//  error is NULL; otherwise result is NULL and error says why (borrowed).
+//  A write's callback is called only after its transaction committed.
+typedef void (crm_pg_fn) (crm_pg_status_t status, const PGresult *result, const char *error,
+                          void *arg);
+
+//  Connects to dsn with search_path set to schema, on loop; keeps
+//  reconnecting with backoff while the server is away. Returns NULL only on a
+//  bad dsn. Caller owns the result.
+crm_pg_t *crm_pg_new (struct ev_loop *loop, const char *dsn, const char *schema);
+
+//  Fails pending statements with CRM_PG_EUNAVAILABLE, closes, frees; idempotent.
+void crm_pg_destroy (crm_pg_t **self_p);
+
+//  Registers a prepared statement, prepared on every (re)connect. Call before
+//  the first use; name and sql are copied.
+int crm_pg_prepare (crm_pg_t *self, const char *name, const char *sql, int nparams);
+
+//  Runs a prepared statement outside a transaction. values are text (NULL for
+//  SQL NULL) and are copied. 0 when queued; -1 when not connected (fn is then
+//  not called).
+int crm_pg_read (crm_pg_t *self, const char *name, int nparams, const char *const *values,
+                 crm_pg_fn *fn, void *arg);
+
+//  Runs a prepared statement in the next group-committed write transaction.
+//  0 when queued; -1 when not connected (fn is then not called).
+int crm_pg_write (crm_pg_t *self, const char *name, int nparams, const char *const *values,
+                  crm_pg_fn *fn, void *arg);
+
+//  True while connected and prepared.
+int crm_pg_connected (crm_pg_t *self);
+
+//  Statements submitted and not yet answered.
+int crm_pg_pending (crm_pg_t *self);
+
+//  Largest number of writes put in one transaction (default 256).
+void crm_pg_set_max_batch (crm_pg_t *self, int max_batch);
+
+#endif
