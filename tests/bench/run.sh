@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh - `make bench`: broker forwarding next to zmq_proxy, and contacts through the
+# broker next to plain libpq loops, on a throwaway PostgreSQL with fsync and synchronous_commit on.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+. tests/lib/pg.sh
+
+dir=$(mktemp -d /tmp/crm-bench.XXXXXX)
+chmod 755 "$dir" # the database server runs as postgres and needs to reach $dir/pg
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pg_stop "$dir/pg"
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+echo "== broker forwarding"
+"$BUILD/bench/bench_broker"
+
+echo "== contacts (PostgreSQL with fsync=on, synchronous_commit=on)"
+pg_start "$dir/pg" on
+dsn=$(pg_service_db contacts)
+port=$(pg_free_port)
+export CRM_BROKER_ENDPOINT=tcp://127.0.0.1:$port
+export CRM_BROKER_EVENTS_IN=tcp://127.0.0.1:$(pg_free_port)
+export CRM_BROKER_EVENTS_OUT=tcp://127.0.0.1:$(pg_free_port)
+export CRM_LOG_LEVEL=warn
+"$BUILD/bin/crm-broker" >"$dir/broker.log" 2>&1 &
+pids+=($!)
+CRM_CONTACTS_DSN=$dsn "$BUILD/bin/crm-contacts" >"$dir/contacts.log" 2>&1 &
+contacts_pid=$!
+pids+=($contacts_pid)
+sleep 2
+rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$contacts_pid/status")
+echo "idle contacts instance: $((rss_kb / 1024)) MB resident"
+echo "contacts_idle_rss_kb=$rss_kb"
+"$BUILD/bench/bench_contacts" "$CRM_BROKER_ENDPOINT" "$dsn"
+
+echo "== contacts search on 1,000,000 contacts (generated unless the schema holds them)"
+"$BUILD/bench/bench_search" "$CRM_BROKER_ENDPOINT" "$dsn"
+
+echo "== orders: branch events (PostgreSQL with fsync=on, synchronous_commit=on)"
+# contacts consumes orders' events: its catch-up reads and its writes would be counted
+# against the orders figures (and against the event log's share of them), so it stops here
+kill -TERM "$contacts_pid" 2>/dev/null || true
+wait "$contacts_pid" 2>/dev/null || true
+orders_dsn=$(pg_service_db orders)
+# BENCH_ORDERS_INSTANCES: orders instances behind the broker (default 2: one database connection
+# each, and one instance leaves the second core idle)
+for i in $(seq 1 "${BENCH_ORDERS_INSTANCES:-2}"); do
+    CRM_ORDERS_DSN=$orders_dsn "$BUILD/bin/crm-orders" >"$dir/orders-$i.log" 2>&1 &
+    pids+=($!)
+done
+for _ in $(seq 1 60); do
+    "$BUILD/bin/crmctl" ping orders >/dev/null 2>&1 && break
+    sleep 0.5
+done
+echo "${BENCH_ORDERS_INSTANCES:-2} orders instance(s)"
+"$BUILD/bench/bench_orders" "$CRM_BROKER_ENDPOINT" "$orders_dsn"
+echo "-- the simulator: 8 branches, order chains through to COMPLETED and sales, as fast as acknowledged"
+"$BUILD/bench/sim_branches" --broker "$CRM_BROKER_ENDPOINT" --branches 8 --mix full --duration 5 \
+    --quiet
