@@ -33,6 +33,14 @@
  *  transaction ("Execute; Sync" each, pipelined together), so only a write
  *  that fails alone gets CRM_PG_ESQL.
  *
+ *  Within a write transaction, consecutive writes of a statement that has a
+ *  batch form (crm_pg_prepare_batch) go as one Execute of that form, their
+ *  values passed as one JSON array: the server then plans, starts and runs
+ *  one statement for all of them, which a set-based function turns into one
+ *  insert per table rather than one per write. The result's rows are handed
+ *  out one per write. The retries of a failed transaction never use the
+ *  batch form.
+ *
  *  Submitting only queues: an ev_prepare watcher sends everything queued in
  *  one loop iteration just before the loop waits, so writes submitted together
  *  share a transaction and reads submitted together share a flush.
@@ -91,6 +99,7 @@ struct _item_t {
     const char *name;    //  Statement name, owned by its registration
     const char **values; //  nparams text values (NULL for SQL NULL), in this block
     int nparams;         //  Number of values
+    int stmt;            //  Index of its statement
     size_t capacity;     //  Bytes usable after the struct, for reuse
     PGresult *result;    //  A write's result, kept until its transaction commits
 };
@@ -105,8 +114,8 @@ typedef struct {
 typedef struct {
     unsigned char kind; //  cmd_kind_t
     unsigned char seg;  //  seg_kind_t, for CMD_SYNC
-    int count;          //  CMD_SYNC of a write: its writes; CMD_PREPARE: statement index
-    item_t *item;       //  CMD_READ, CMD_WRITE: the statement
+    int count;          //  CMD_SYNC of a write and CMD_WRITE: its writes; CMD_PREPARE: index
+    item_t *item;       //  CMD_READ, CMD_WRITE: the statement (of a batch: the first)
 } cmd_t;
 
 //  One registered prepared statement.
@@ -114,6 +123,7 @@ typedef struct {
     char *name;  //  Its name
     char *sql;   //  Its text
     int nparams; //  Parameters it takes
+    int batch;   //  Index of its batch form, or -1
 } stmt_t;
 
 struct _crm_pg_t {
@@ -152,6 +162,9 @@ struct _crm_pg_t {
     item_t *spare;               //  Blocks for reuse
     int nspare;                  //  How many
     char error[ERROR_MAX];       //  Error text handed to a callback
+    char *json;                  //  A batch's values being written out
+    size_t json_len;             //  Bytes in it
+    size_t json_cap;             //  Allocated
     int depth;                   //  Entry points on the stack that may call back
     bool doomed;                 //  Destroyed from a callback: free when depth is back to 0
 };
@@ -271,6 +284,7 @@ s_item_new (crm_pg_t *self, const stmt_t *stmt, int nparams, const char *const *
     item->fn = fn;
     item->arg = arg;
     item->name = stmt->name;
+    item->stmt = (int) (stmt - self->stmts);
     item->nparams = nparams;
     item->result = NULL;
     item->values = (const char **) (item + 1);
@@ -437,10 +451,103 @@ static int
 s_send_write (crm_pg_t *self, item_t *item)
 {
     s_queue_push (&self->inflight, item);
-    s_ring_push (self, CMD_WRITE, SEG_WRITE, 0, item);
+    s_ring_push (self, CMD_WRITE, SEG_WRITE, 1, item);
     return PQsendQueryPrepared (self->conn, item->name, item->nparams, item->values, NULL, NULL, 0)
                ? 0
                : -1;
+}
+
+//  Appends len bytes to the batch text; -1 when out of memory.
+static int
+s_json_put (crm_pg_t *self, const char *data, size_t len)
+{
+    if (self->json_len + len + 1 > self->json_cap) {
+        size_t cap = self->json_cap ? self->json_cap : 4096;
+        while (cap < self->json_len + len + 1)
+            cap *= 2;
+        char *json = realloc (self->json, cap);
+        if (!json)
+            return -1;
+        self->json = json;
+        self->json_cap = cap;
+    }
+    memcpy (self->json + self->json_len, data, len);
+    self->json_len += len;
+    self->json[self->json_len] = '\0';
+    return 0;
+}
+
+//  Appends text as a JSON string. The text is UTF-8 (PostgreSQL refuses
+//  anything else, failing the batch, whose writes are then tried alone).
+static int
+s_json_string (crm_pg_t *self, const char *text)
+{
+    if (s_json_put (self, "\"", 1))
+        return -1;
+    const char *run = text;
+    for (const char *at = text;; at++) {
+        unsigned char c = (unsigned char) *at;
+        if (c && c != '"' && c != '\\' && c >= 0x20)
+            continue;
+        if (s_json_put (self, run, (size_t) (at - run)))
+            return -1;
+        if (!c)
+            break;
+        char escape[8];
+        int len = c == '"' || c == '\\' ? snprintf (escape, sizeof escape, "\\%c", c)
+                                         : snprintf (escape, sizeof escape, "\\u%04x", c);
+        if (s_json_put (self, escape, (size_t) len))
+            return -1;
+        run = at + 1;
+    }
+    return s_json_put (self, "\"", 1);
+}
+
+//  How many writes at the head of the queue, at most limit, can go as one
+//  batch: consecutive writes of one statement that has a batch form.
+static int
+s_batch_run (crm_pg_t *self, int limit)
+{
+    item_t *item = self->writes.head;
+    if (!item || self->stmts[item->stmt].batch < 0)
+        return 0;
+    int run = 0;
+    for (int stmt = item->stmt; item && item->stmt == stmt && run < limit; item = item->next)
+        run++;
+    return run;
+}
+
+//  Sends the next run writes as one Execute of their statement's batch form.
+static int
+s_send_batch (crm_pg_t *self, int run)
+{
+    const stmt_t *batch = &self->stmts[self->stmts[self->writes.head->stmt].batch];
+    self->json_len = 0;
+    item_t *first = NULL;
+    int rc = s_json_put (self, "[", 1);
+    for (int i = 0; i < run; i++) {
+        item_t *item = s_queue_pop (&self->writes);
+        s_queue_push (&self->inflight, item);
+        if (!first)
+            first = item;
+        rc = rc ? rc : s_json_put (self, i ? ",[" : "[", i ? 2 : 1);
+        for (int k = 0; k < item->nparams && !rc; k++) {
+            if (k)
+                rc = s_json_put (self, ",", 1);
+            if (!rc)
+                rc = item->values[k] ? s_json_string (self, item->values[k])
+                                     : s_json_put (self, "null", 4);
+        }
+        rc = rc ? rc : s_json_put (self, "]", 1);
+    }
+    rc = rc ? rc : s_json_put (self, "]", 1);
+    s_ring_push (self, CMD_WRITE, SEG_WRITE, run, first);
+    if (rc) {
+        crm_error ("out of memory writing a batch of %d writes", run);
+        return -1;
+    }
+    const char *values[] = {self->json};
+    return PQsendQueryPrepared (self->conn, batch->name, 1, values, NULL, NULL, 0) ? 0 : -1;
 }
 
 //  Sends prepares registered since connecting, queued reads, and the next
@@ -486,10 +593,18 @@ s_send (crm_pg_t *self)
         }
         else if (self->writes.head) {
             int count = 0;
-            while (count < self->max_batch && (item = s_queue_pop (&self->writes))) {
-                count++;
-                if (s_send_write (self, item))
-                    goto failed;
+            while (count < self->max_batch && self->writes.head) {
+                int run = s_batch_run (self, self->max_batch - count);
+                if (run >= 2) {
+                    count += run;
+                    if (s_send_batch (self, run))
+                        goto failed;
+                }
+                else {
+                    count++;
+                    if (s_send_write (self, s_queue_pop (&self->writes)))
+                        goto failed;
+                }
             }
             self->write_segments = 1;
             if (s_send_sync (self, SEG_WRITE, count))
@@ -581,15 +696,60 @@ s_write_done (crm_pg_t *self, int count)
 }
 
 static void
-s_write_failed (crm_pg_t *self, const PGresult *res)
+s_write_failed (crm_pg_t *self, const PGresult *res, const char *why)
 {
     if (!self->write_failed) {
         self->write_failed = true;
-        if (PQresultStatus (res) == PGRES_PIPELINE_ABORTED)
+        if (why)
+            snprintf (self->write_error, sizeof self->write_error, "%s", why);
+        else if (PQresultStatus (res) == PGRES_PIPELINE_ABORTED)
             snprintf (self->write_error, sizeof self->write_error,
                       "transaction aborted by an earlier statement");
         else
             s_format_error (self->write_error, sizeof self->write_error, res);
+    }
+}
+
+//  Row row of res as a result of its own; NULL when out of memory.
+static PGresult *
+s_row_result (const PGresult *res, int row)
+{
+    PGresult *out = PQcopyResult (res, PG_COPYRES_ATTRS);
+    for (int col = 0; out && col < PQnfields (res); col++) {
+        bool null = PQgetisnull (res, row, col);
+        if (!PQsetvalue (out, 0, col, null ? NULL : PQgetvalue (res, row, col),
+                         null ? -1 : PQgetlength (res, row, col))) {
+            PQclear (out);
+            out = NULL;
+        }
+    }
+    return out;
+}
+
+//  A batch's result: one row for each of its writes, kept until the commit.
+static void
+s_batch_result (crm_pg_t *self, const cmd_t *cmd, const PGresult *res, bool ok)
+{
+    if (!ok) {
+        s_write_failed (self, res, NULL);
+        return;
+    }
+    if (cmd->item->result)
+        return; //  A stray second result
+    if (PQntuples (res) != cmd->count) {
+        char why[128];
+        snprintf (why, sizeof why, "batch statement returned %d rows for %d writes",
+                  PQntuples (res), cmd->count);
+        s_write_failed (self, res, why);
+        return;
+    }
+    item_t *item = cmd->item;
+    for (int row = 0; row < cmd->count && item; row++, item = item->next) {
+        item->result = s_row_result (res, row);
+        if (!item->result) {
+            s_write_failed (self, res, "out of memory");
+            return;
+        }
     }
 }
 
@@ -641,12 +801,16 @@ s_result (crm_pg_t *self, cmd_t *cmd, PGresult *res)
             break;
         }
         case CMD_WRITE:
+            if (cmd->count > 1) {
+                s_batch_result (self, cmd, res, ok);
+                break;
+            }
             if (ok && !cmd->item->result) {
                 cmd->item->result = res; //  Kept until the commit
                 return 0;
             }
             if (!ok)
-                s_write_failed (self, res);
+                s_write_failed (self, res, NULL);
             break;
         default:
             break;
@@ -715,7 +879,7 @@ s_drain (crm_pg_t *self)
             else {
                 //  The commit at the Sync failed
                 if (head->seg == SEG_WRITE)
-                    s_write_failed (self, res);
+                    s_write_failed (self, res, NULL);
                 else {
                     s_format_error (self->error, sizeof self->error, res);
                     crm_warn ("could not commit: %s", self->error);
@@ -1018,6 +1182,7 @@ s_free (crm_pg_t *self)
     }
     free (self->stmts);
     free (self->ring);
+    free (self->json);
     free (self->dsn);
     free (self->search_path);
     free (self);
@@ -1046,6 +1211,7 @@ crm_pg_prepare (crm_pg_t *self, const char *name, const char *sql, int nparams)
     stmt->name = strdup (name);
     stmt->sql = strdup (sql);
     stmt->nparams = nparams;
+    stmt->batch = -1;
     if (!stmt->name || !stmt->sql) {
         free (stmt->name);
         free (stmt->sql);
@@ -1055,6 +1221,29 @@ crm_pg_prepare (crm_pg_t *self, const char *name, const char *sql, int nparams)
     //  Already connected: prepared by the next send, ahead of any use
     if (self->state == STATE_SETUP || self->state == STATE_READY)
         s_start_kick (self);
+    return 0;
+}
+
+int
+crm_pg_prepare_batch (crm_pg_t *self, const char *name, const char *batch_sql)
+{
+    assert (self);
+    assert (name && batch_sql);
+    const stmt_t *stmt = s_stmt_find (self, name);
+    if (!stmt) {
+        crm_error ("batch form of unknown prepared statement \"%s\"", name);
+        return -1;
+    }
+    int index = (int) (stmt - self->stmts);
+    if (self->stmts[index].batch >= 0) {
+        crm_error ("prepared statement \"%s\" given a batch form twice", name);
+        return -1;
+    }
+    char batch_name[256];
+    snprintf (batch_name, sizeof batch_name, "%s/batch", name);
+    if (crm_pg_prepare (self, batch_name, batch_sql, 1) != 0)
+        return -1;
+    self->stmts[index].batch = self->nstmts - 1;
     return 0;
 }
 

@@ -40,6 +40,17 @@ void crm_pg_destroy (crm_pg_t **self_p);
 //  the first use; name and sql are copied.
 int crm_pg_prepare (crm_pg_t *self, const char *name, const char *sql, int nparams);
 
+//  Lets writes of the registered statement name that go in one transaction
+//  reach the server as one statement, batch_sql, rather than one each: its
+//  one parameter ($1, jsonb) is an array holding, for each write in order,
+//  the array of that write's text values (null for SQL NULL), and it must
+//  return one row per write, in the same order, shaped as name's own result:
+//  each write's callback gets its row as a one-row result. Only consecutive
+//  writes of name, two or more, are batched. A transaction whose batch fails
+//  is retried one write at a time with name itself, like any failed write
+//  transaction, so a bad write still fails alone.
+int crm_pg_prepare_batch (crm_pg_t *self, const char *name, const char *batch_sql);
+
 //  Runs a prepared statement outside a transaction. values are text (NULL for
 //  SQL NULL) and are copied. 0 when queued; -1 when not connected (fn is then
 //  not called).

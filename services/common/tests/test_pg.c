@@ -539,6 +539,129 @@ test_bad_write (void)
     crm_pg_destroy (&pg);
 }
 
+//  Writes with a batch form: one statement on the server for each run of them.
+static void
+test_batch_writes (void)
+{
+    s_admin_exec ("TRUNCATE " SCHEMA ".t");
+    s_admin_exec ("CREATE TABLE IF NOT EXISTS " SCHEMA ".calls (n int NOT NULL)");
+    s_admin_exec ("TRUNCATE " SCHEMA ".calls");
+    s_admin_exec ("INSERT INTO " SCHEMA ".calls VALUES (0)");
+    crm_pg_t *pg = s_pg_new (NULL);
+    if (!pg)
+        return;
+    //  The batch form counts its calls, and answers each write with its key
+    CHECK_INT (crm_pg_prepare_batch (pg, "insert",
+                                     "WITH c AS (UPDATE calls SET n = n + 1) "
+                                     "INSERT INTO t (k, txid) "
+                                     "SELECT (e.v->>0)::int, txid_current () "
+                                     "FROM jsonb_array_elements ($1::jsonb) WITH ORDINALITY "
+                                     "AS e (v, i) ORDER BY e.i RETURNING k"),
+               0);
+    CHECK_INT (crm_pg_prepare_batch (pg, "insert", "SELECT 1"), -1);
+    CHECK_INT (crm_pg_prepare_batch (pg, "no_such_statement", "SELECT 1"), -1);
+    CHECK_INT (crm_pg_prepare (pg, "echo", "SELECT coalesce ($1::text, '<null>'), $2::text", 2), 0);
+    CHECK_INT (crm_pg_prepare_batch (pg, "echo",
+                                     "SELECT coalesce (e.v->>0, '<null>'), e.v->>1 "
+                                     "FROM jsonb_array_elements ($1::jsonb) "
+                                     "WITH ORDINALITY AS e (v, i) ORDER BY e.i"),
+               0);
+    //  A batch form that answers with the wrong number of rows
+    CHECK_INT (crm_pg_prepare (pg, "one", "SELECT $1::int * 10", 1), 0);
+    CHECK_INT (crm_pg_prepare_batch (pg, "one", "SELECT 1 FROM (SELECT $1::jsonb) AS x"), 0);
+    CHECK (s_run_until (s_connected, pg, 5));
+
+    //  Fifty writes queued together: one call, one transaction, each its own row
+    enum { N = 50 };
+    static answer_t answers[N];
+    memset (answers, 0, sizeof answers);
+    for (int i = 0; i < N; i++)
+        CHECK_INT (s_insert (pg, &answers[i], i), 0);
+    CHECK (s_run_until (s_idle, pg, 10));
+    int good = 0;
+    for (int i = 0; i < N; i++) {
+        char want[16];
+        snprintf (want, sizeof want, "%d", i);
+        good += answers[i].calls == 1 && answers[i].status == CRM_PG_OK && answers[i].visible &&
+                strcmp (answers[i].value, want) == 0;
+    }
+    CHECK_INT (good, N);
+    CHECK_INT (s_admin_count ("SELECT n FROM " SCHEMA ".calls"), 1);
+    CHECK_INT (s_admin_count ("SELECT count(DISTINCT txid) FROM " SCHEMA ".t"), 1);
+
+    //  Text that JSON must escape, and NULL, come back exactly
+    const char *texts[] = {"plain", "quote \" and backslash \\", "tab\tnew\nline\x01\x1f",
+                           "Ирина Łódź 東京", "", NULL, "{\"a\": [1]}", "\\u0041"};
+    enum { T = sizeof texts / sizeof texts[0] };
+    answer_t echoes[T];
+    memset (echoes, 0, sizeof echoes);
+    for (size_t i = 0; i < T; i++) {
+        const char *values[] = {texts[i], texts[T - 1 - i]};
+        CHECK_INT (crm_pg_write (pg, "echo", 2, values, s_on_answer, &echoes[i]), 0);
+    }
+    CHECK (s_run_until (s_idle, pg, 5));
+    for (size_t i = 0; i < T; i++) {
+        CHECK_INT (echoes[i].status, CRM_PG_OK);
+        CHECK_STR (echoes[i].value, texts[i] ? texts[i] : "<null>");
+    }
+
+    //  One write of a batch fails: the batch is rolled back and each write tried
+    //  alone, so only that one fails
+    s_admin_exec ("UPDATE " SCHEMA ".calls SET n = 0");
+    static answer_t more[N];
+    memset (more, 0, sizeof more);
+    for (int i = 0; i < N; i++)
+        CHECK_INT (s_insert (pg, &more[i], i == 17 ? 3 : 100 + i), 0);
+    CHECK (s_run_until (s_idle, pg, 10));
+    good = 0;
+    for (int i = 0; i < N; i++)
+        good += more[i].calls == 1 && more[i].status == CRM_PG_OK && more[i].visible;
+    CHECK_INT (good, N - 1);
+    CHECK_INT (more[17].status, CRM_PG_ESQL);
+    CHECK (strncmp (more[17].error, "23505: ", 7) == 0);
+    //  The batch's own effects were rolled back with it; the retries are single
+    CHECK_INT (s_admin_count ("SELECT n FROM " SCHEMA ".calls"), 0);
+    CHECK_INT (s_admin_count ("SELECT count(*) FROM " SCHEMA ".t"), 2 * N - 1);
+
+    //  Runs are broken by other statements, and keep their order: a single
+    //  write, a run of three, a write of another statement, a run of two
+    s_admin_exec ("UPDATE " SCHEMA ".calls SET n = 0");
+    answer_t mixed[7];
+    memset (mixed, 0, sizeof mixed);
+    CHECK_INT (s_insert (pg, &mixed[0], 1000), 0);
+    const char *ab[] = {"a", "b"};
+    CHECK_INT (crm_pg_write (pg, "echo", 2, ab, s_on_answer, &mixed[1]), 0);
+    for (int i = 2; i < 5; i++)
+        CHECK_INT (s_insert (pg, &mixed[i], 1000 + i), 0);
+    CHECK_INT (s_add (pg, &mixed[5], 1, 2), 0);
+    CHECK_INT (s_insert (pg, &mixed[6], 1006), 0);
+    CHECK (s_run_until (s_idle, pg, 5));
+    for (int i = 0; i < 7; i++)
+        CHECK_INT (mixed[i].status, CRM_PG_OK);
+    CHECK_STR (mixed[3].value, "1003");
+    CHECK_STR (mixed[5].value, "3");
+    CHECK_INT (s_admin_count ("SELECT n FROM " SCHEMA ".calls"), 1);
+    //  Written in the order given: keys by insertion order
+    CHECK_INT (s_admin_count ("SELECT count(*) FROM (SELECT k, row_number () OVER (ORDER BY ctid) "
+                              "AS r FROM " SCHEMA ".t WHERE k >= 1000) AS x "
+                              "WHERE k - 1000 = (ARRAY[0, 2, 3, 4, 6])[r]"),
+               5);
+
+    //  A batch form answering the wrong number of rows: tried alone instead
+    answer_t ones[3];
+    memset (ones, 0, sizeof ones);
+    const char *digits[] = {"1", "2", "3"};
+    for (int i = 0; i < 3; i++)
+        CHECK_INT (crm_pg_write (pg, "one", 1, &digits[i], s_on_answer, &ones[i]), 0);
+    CHECK (s_run_until (s_idle, pg, 5));
+    for (int i = 0; i < 3; i++)
+        CHECK_INT (ones[i].status, CRM_PG_OK);
+    CHECK_STR (ones[0].value, "10");
+    CHECK_STR (ones[1].value, "20");
+    CHECK_STR (ones[2].value, "30");
+    crm_pg_destroy (&pg);
+}
+
 static bool
 s_all_called (void *arg)
 {
@@ -720,6 +843,7 @@ main (void)
     RUN (test_reads);
     RUN (test_group_commit);
     RUN (test_bad_write);
+    RUN (test_batch_writes);
     RUN (test_connection_lost);
     RUN (test_destroy_pending);
     RUN (test_destroy_from_callback);
