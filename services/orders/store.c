@@ -9,6 +9,8 @@ orders_store_prepare (crm_pg_t *pg)
         "SELECT order_place ($1, $2, $3::boolean, $4::uuid, $5, $6, $7::uuid, $8::jsonb, "
         "$9, $10::bigint, $11::bigint, $12, $13, $14::text[])",
         14);
+    //  Several PlaceOrder and RecordPurchase requests committed together go as one call
+    crm_pg_prepare_batch (pg, "order_place", "SELECT * FROM order_place_batch ($1::jsonb)");
     crm_pg_prepare (
         pg, "order_change_status",
         "SELECT order_change_status ($1, $2, $3::uuid, $4, $5, $6::int, $7::int, $8, $9, "

@@ -12,11 +12,12 @@
  *      table, in one transaction;
  *  (d) publish->ack latency at half of the peak rate, paced;
  *  (e) what the event log costs. The service cannot be run without its
- *      event log, but the event log's work all starts in one SQL function,
- *      crm_event_emit, which inserts the outbox row that the sequencer then
- *      positions and the fan-out publishes. For runs B, crm_event_emit is
- *      replaced in the benchmark's database by a function of the same
- *      signature that does nothing, so B runs exactly the same service,
+ *      event log, but the event log's work all starts in two SQL functions,
+ *      crm_event_emit and crm_event_emit_many (one event, or several at
+ *      once), which insert the outbox rows that the sequencer then
+ *      positions and the fan-out publishes. For runs B, both are replaced in
+ *      the benchmark's database by functions of the same signatures that do
+ *      nothing, so B runs exactly the same service,
  *      requests and SQL, minus the outbox insert, the sequencing and the
  *      publishing; runs A are with it. A and B alternate (A B A B) so that
  *      drift of a busy machine hits both alike; the original function is
@@ -333,12 +334,15 @@ s_copy (long rows)
     return ok ? (double) rows / elapsed : 0;
 }
 
-//  (e) crm_event_emit as installed, so it can be put back
+//  (e) crm_event_emit and crm_event_emit_many as installed, so they can be
+//  put back: one SQL text creating both
 static char *
 s_emit_definition (PGconn *conn)
 {
     PGresult *res = PQexec (
-        conn, "SELECT pg_get_functiondef ('crm_event_emit(text,jsonb,text)'::regprocedure)");
+        conn, "SELECT string_agg (pg_get_functiondef (f), ';' ORDER BY f::text) || ';' "
+              "FROM unnest (ARRAY['crm_event_emit(text,jsonb,text)'::regprocedure, "
+              "'crm_event_emit_many(text[],jsonb[],text[])'::regprocedure]) AS f");
     char *def = NULL;
     if (PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1)
         def = strdup (PQgetvalue (res, 0, 0));
@@ -353,7 +357,10 @@ s_emit_off (PGconn *conn)
 {
     return s_exec_ok (conn, "CREATE OR REPLACE FUNCTION crm_event_emit (p_topic text, "
                             "p_payload jsonb, p_request_id text) RETURNS void LANGUAGE plpgsql "
-                            "AS $$ BEGIN END; $$");
+                            "AS $$ BEGIN END; $$") &&
+           s_exec_ok (conn, "CREATE OR REPLACE FUNCTION crm_event_emit_many (p_topics text[], "
+                            "p_payloads jsonb[], p_request_ids text[]) RETURNS void "
+                            "LANGUAGE plpgsql AS $$ BEGIN END; $$");
 }
 
 //  Events in the log, positioned or not

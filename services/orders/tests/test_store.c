@@ -226,6 +226,162 @@ test_a_taken_tracking_code_is_skipped (void)
     PQfinish (c);
 }
 
+//  The batch form answers, stores and emits exactly what order_place called
+//  once per request, in order, does: the same requests go through
+//  order_place_batch in one schema and one by one through order_place in
+//  another, and everything but the clock must match.
+#define S_ONE_SCHEMA   "test_orders_one"
+#define S_BATCH_SCHEMA "test_orders_batch"
+#define S_BATCH_ROWS 10
+
+//  What differs between the two runs only by the clock
+#define S_NO_TIMES(expr)                                                                           \
+    "regexp_replace ((" expr ")::text, "                                                           \
+    "'\"(atUnixMs|createdUnixMs|updatedUnixMs|completedUnixMs)\": [0-9]+', '', 'g')"
+
+static void
+s_batch_rows (char *json, size_t size)
+{
+    char ids[S_BATCH_ROWS][37], codes[S_BATCH_ROWS + 1][ORDERS_TRACKING_LEN + 1];
+    for (int i = 0; i < S_BATCH_ROWS; i++)
+        crm_uuid (ids[i]);
+    for (int i = 0; i <= S_BATCH_ROWS; i++)
+        CHECK_INT (orders_tracking_codes_new (&codes[i], 1), 0);
+    //  request id, fingerprint, purchase, external id, first tracking code
+    struct {
+        const char *request_id, *fingerprint, *purchase, *external_id;
+        int code;
+    } rows[S_BATCH_ROWS] = {
+        {"b-1", "fp-1", "false", "e-1", 0},     //  plain
+        {"b-2", "fp-2", "true", "e-2", 1},      //  plain purchase
+        {"b-1", "fp-1", "false", "e-1", 2},     //  resend of the first: its reply again
+        {"b-1", "fp-other", "false", "e-9", 3}, //  its id for another request: refused
+        {"b-5", "fp-5", "false", "e-1", 4},     //  the first's order number again
+        {"pre-1", "fp-pre", "false", "pre-1", 5}, //  resend of a request stored before
+        {"b-7", "fp-7", "false", "e-7", -1},    //  first code taken: the second is used
+        {"b-8", "fp-8", "false", "pre-1", 7},   //  an order number stored before
+        {"b-9", "fp-9", "false", "e-9", 8},     //  plain, after one refused with its number
+        {"b-10", "fp-10", "false", "e-10", 9},  //  plain
+    };
+    size_t at = 0;
+    at += (size_t) snprintf (json + at, size - at, "[");
+    for (int i = 0; i < S_BATCH_ROWS; i++) {
+        char code_list[64];
+        if (rows[i].code < 0)
+            snprintf (code_list, sizeof code_list, "{TAKENCODE001,%s}", codes[S_BATCH_ROWS]);
+        else
+            snprintf (code_list, sizeof code_list, "{%s}", codes[rows[i].code]);
+        at += (size_t) snprintf (
+            json + at, size - at,
+            "%s[\"%s\",\"%s\",\"%s\",\"%s\",\"store-1\",\"%s\",%s,"
+            "\"[{\\\"productId\\\":\\\"p\\\",\\\"quantity\\\":\\\"2\\\"}]\",\"EUR\",\"%d\",%s,"
+            "\"Anna\",\"store-1\",\"%s\"]",
+            i ? "," : "", rows[i].request_id, rows[i].fingerprint, rows[i].purchase, ids[i],
+            rows[i].external_id, i % 2 ? "null" : "\"9d4f1c2e-0b7a-4c43-9a55-3f1f6f8e2a10\"",
+            100 * (i + 1), i == 3 ? "null" : "\"4102444800000\"", code_list);
+    }
+    snprintf (json + at, size - at, "]");
+}
+
+//  The state both runs start from: an order placed, and a code taken.
+static void
+s_batch_setup (PGconn *conn)
+{
+    s_value (conn, "SELECT order_place ('pre-1', 'fp-pre', false, '0b5a7a52-93f4-4bd4-b1a4-5c1e6a3d2f01', "
+                   "'store-1', "
+                   "'pre-1', NULL, '[]', 'EUR', 0, NULL, '', 'store-1', ARRAY['PRESTORED001'])");
+    s_value (conn, "SELECT order_place ('pre-2', 'fp-pre-2', false, '0b5a7a52-93f4-4bd4-b1a4-5c1e6a3d2f02', "
+                   "'store-1', "
+                   "'pre-2', NULL, '[]', 'EUR', 0, NULL, '', 'store-1', ARRAY['TAKENCODE001'])");
+    s_value (conn, "TRUNCATE crm_outbox");
+}
+
+static void
+test_a_batch_answers_as_one_by_one (void)
+{
+    static char json[16384];
+    s_batch_rows (json, sizeof json);
+    PGconn *batch = s_connect (), *one = s_connect ();
+    PQclear (PQexec (batch, "SET search_path = " S_BATCH_SCHEMA));
+    PQclear (PQexec (one, "SET search_path = " S_ONE_SCHEMA));
+    s_batch_setup (batch);
+    s_batch_setup (one);
+
+    //  One call for all of them, in one transaction
+    if (getenv ("TEST_STORE_SHOW"))
+        fprintf (stderr, "%s\n", json);
+    const char *values[] = {json};
+    PGresult *res = PQexecParams (batch,
+                                  "SELECT " S_NO_TIMES ("r") " FROM order_place_batch ($1::jsonb) "
+                                  "WITH ORDINALITY AS x (r, n) ORDER BY n",
+                                  1, NULL, values, NULL, NULL, 0);
+    CHECK (PQresultStatus (res) == PGRES_TUPLES_OK);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK)
+        fprintf (stderr, "order_place_batch: %s", PQerrorMessage (batch));
+    CHECK_INT (PQntuples (res), S_BATCH_ROWS);
+
+    //  One call each, one after the other
+    PQclear (PQexec (one, "BEGIN"));
+    for (int i = 0; i < S_BATCH_ROWS && i < PQntuples (res); i++) {
+        char index[8];
+        snprintf (index, sizeof index, "%d", i);
+        const char *args[] = {json, index};
+        PGresult *single = PQexecParams (
+            one,
+            "SELECT " S_NO_TIMES (
+                "order_place (v->>0, v->>1, (v->>2)::boolean, (v->>3)::uuid, v->>4, v->>5, "
+                "(v->>6)::uuid, (v->>7)::jsonb, v->>8, (v->>9)::bigint, (v->>10)::bigint, v->>11, "
+                "v->>12, (v->>13)::text[])") " FROM (SELECT $1::jsonb->$2::int AS v) AS x",
+            2, NULL, args, NULL, NULL, 0);
+        CHECK (PQresultStatus (single) == PGRES_TUPLES_OK && PQntuples (single) == 1);
+        if (PQresultStatus (single) == PGRES_TUPLES_OK && PQntuples (single) == 1) {
+            if (strcmp (PQgetvalue (single, 0, 0), PQgetvalue (res, i, 0)) != 0)
+                fprintf (stderr, "request %d:\n  batch: %s\n  alone: %s\n", i,
+                         PQgetvalue (res, i, 0), PQgetvalue (single, 0, 0));
+            CHECK_STR (PQgetvalue (single, 0, 0), PQgetvalue (res, i, 0));
+        }
+        PQclear (single);
+    }
+    PQclear (PQexec (one, "COMMIT"));
+    PQclear (res);
+
+    //  The outcomes themselves
+    const char *codes = s_value (batch, "SELECT string_agg (r->>'code', ',' ORDER BY n) "
+                                        "FROM order_place_batch ('[]') WITH ORDINALITY AS x (r, n)");
+    CHECK_STR (codes, "");
+    CHECK_STR (s_value (batch, "SELECT string_agg (coalesce (reply->>'code', '?'), ',' "
+                               "ORDER BY request_id) FROM crm_idempotency"),
+               "0,0,0,6,0,6,0,0,0");
+    CHECK_STR (s_value (batch, "SELECT tracking_code FROM orders WHERE external_id = 'e-7'"),
+               s_value (one, "SELECT tracking_code FROM orders WHERE external_id = 'e-7'"));
+    CHECK (strcmp (s_value (batch, "SELECT tracking_code FROM orders WHERE external_id = 'e-7'"),
+                   "TAKENCODE001") != 0);
+    CHECK_INT (s_count (batch, "SELECT count(*) FROM orders WHERE branch = '%s'", "store-1"), 7);
+
+    //  Stored replies, orders and events match too
+    const char *sets[] = {
+        "SELECT string_agg (request_id || method || fingerprint || " S_NO_TIMES ("reply") ", '|' "
+        "ORDER BY request_id) FROM crm_idempotency",
+        "SELECT string_agg (external_id || tracking_code || status || items::text || total_minor "
+        "|| coalesce (contact_id::text, '-') || coalesce (promised_by_ms::text, '-') "
+        "|| " S_NO_TIMES ("history") ", '|' ORDER BY external_id) FROM orders",
+        "SELECT string_agg (topic || request_id || " S_NO_TIMES ("payload") ", '|' "
+        "ORDER BY request_id, topic) FROM crm_outbox",
+        "SELECT count(*) FROM crm_outbox",
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        char first[8192];
+        snprintf (first, sizeof first, "%s", s_value (batch, "%s", sets[i]));
+        CHECK (*first);
+        CHECK_STR (first, s_value (one, "%s", sets[i]));
+    }
+    CHECK_INT (s_count (batch, "SELECT count(*) FROM crm_outbox WHERE topic = '%s'",
+                        "orders.OrderPlaced"),
+               4);
+    PQfinish (batch);
+    PQfinish (one);
+}
+
 int
 main (void)
 {
@@ -237,8 +393,12 @@ main (void)
     crm_log_init ("test", "test", "warn", "text");
     PGconn *admin = s_connect ();
     PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " S_SCHEMA " CASCADE"));
+    PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " S_ONE_SCHEMA " CASCADE"));
+    PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " S_BATCH_SCHEMA " CASCADE"));
     PQfinish (admin);
-    if (crm_migrate (s_dsn, S_SCHEMA, orders_migrations, orders_migrations_count) != 0) {
+    if (crm_migrate (s_dsn, S_SCHEMA, orders_migrations, orders_migrations_count) != 0 ||
+        crm_migrate (s_dsn, S_ONE_SCHEMA, orders_migrations, orders_migrations_count) != 0 ||
+        crm_migrate (s_dsn, S_BATCH_SCHEMA, orders_migrations, orders_migrations_count) != 0) {
         printf ("test_store: could not migrate\n");
         return 1;
     }
@@ -247,8 +407,11 @@ main (void)
     RUN (test_status_for_an_order_not_seen_yet_is_not_stored);
     RUN (test_first_commit_of_an_external_id_wins);
     RUN (test_a_taken_tracking_code_is_skipped);
+    RUN (test_a_batch_answers_as_one_by_one);
     admin = s_connect ();
     PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " S_SCHEMA " CASCADE"));
+    PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " S_ONE_SCHEMA " CASCADE"));
+    PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " S_BATCH_SCHEMA " CASCADE"));
     PQfinish (admin);
     return TEST_DONE ("test_store");
 }
