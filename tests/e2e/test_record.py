@@ -370,6 +370,167 @@ def test_fuzzy_paging_by_offset_tokens(api, branch):
     assert reply.code == "INVALID_ARGUMENT", reply
 
 
+# --- fuzzy names by words -------------------------------------------------------------------
+# Names of letters only, unique to the test: the dictionary of name words is shared by every
+# contact, and a test's words must be close to nothing another test made.
+
+
+def letters(alphabet="abcdefghijklmnopqrstuvwxyz"):
+    """Eight letters of alphabet nobody else uses, starting with an uppercase one."""
+    n, word = uuid.uuid4().int, ""
+    for _ in range(8):
+        n, k = divmod(n, len(alphabet))
+        word += alphabet[k]
+    return word.capitalize()
+
+
+def names(contacts):
+    return [(c.given_name, c.middle_name, c.family_name) for c in contacts]
+
+
+def fuzzy(api, text, branch, **more):
+    return api.must(api.search(fuzzy_name=text, branch=branch, **more)).contacts
+
+
+def swap(word, i):
+    """word with its letters i and i + 1 swapped: the commonest typo."""
+    return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+
+
+def test_fuzzy_typos_in_given_or_family_name(api, branch):
+    family = "Wol" + letters().lower()
+    meant = api.must(api.create(given_name="Katharina", family_name=family)).contact
+    api.must(api.create(given_name="Katharina", family_name="Weber" + letters().lower()))
+    api.must(api.create(given_name="Karin", family_name=family))
+    typos = [
+        "Katharnia " + family,           # letters swapped in the given name
+        "Kathrina " + family,            # one left out
+        "Katharina " + family[:4] + family[5:],
+        "Katharina " + swap(family, 3),
+        "Katharina " + family[:4] + "x" + family[5:],  # one wrong
+        "katharina " + family.upper(),   # case does not matter
+    ]
+    for typed in typos:
+        found = fuzzy(api, typed, branch)
+        assert found and found[0].id == meant.id, (typed, names(found))
+
+
+def test_fuzzy_transposed_short_given_name(api, branch):
+    """"Anan" is too short for trigrams to see "Anna" in it; a swap of two letters does."""
+    family = letters()
+    anna = api.must(api.create(given_name="Anna", family_name=family)).contact
+    found = fuzzy(api, "Anan " + family, branch)
+    assert ids(found) == [anna.id], names(found)
+
+
+def test_fuzzy_single_word_finds_full_names(api, branch):
+    family = letters()
+    anna = api.must(api.create(given_name="Anna", middle_name="Maria", family_name=family)).contact
+    boris = api.must(api.create(given_name="Boris", family_name=family)).contact
+    assert set(ids(fuzzy(api, swap(family, 2), branch))) == {anna.id, boris.id}
+    assert ids(fuzzy(api, "Mraia", branch)) == [anna.id]
+
+
+def test_fuzzy_cyrillic_names(api, branch):
+    """Cyrillic is lowercased and split into words like Latin (the database's ctype is
+    Unicode); a typo in a Cyrillic family name finds the customer first."""
+    family = letters("абвгдежзиклмнопрстуфхцчшэюя")
+    anna = api.must(api.create(given_name="Анна", middle_name="Петровна",
+                               family_name=family + "ова")).contact
+    api.must(api.create(given_name="Анна", family_name=family + "ин"))
+    alla = api.must(api.create(given_name="Алла", family_name=family + "ова")).contact
+    word = family + "ова"
+    for typed in ("Анна " + swap(word, 4), "АННА " + word.upper(), "анан " + word,
+                  "Анна Птеровна " + word):
+        found = fuzzy(api, typed, branch)
+        assert found and found[0].id == anna.id, (typed, names(found))
+    assert set(ids(fuzzy(api, swap(word, 5), branch))) == {anna.id, alla.id}
+
+
+def test_fuzzy_name_typed_halfway(api, branch):
+    """The last word may still be being typed: it stands for the names it begins."""
+    family = letters()
+    meant = api.must(api.create(given_name="Henrietta", family_name=family)).contact
+    api.must(api.create(given_name="Henry", family_name=letters()))
+    assert ids(fuzzy(api, "Henrietta " + family[:5], branch)) == [meant.id]
+    assert ids(fuzzy(api, family + " Henri", branch)) == [meant.id]
+
+
+def test_fuzzy_word_that_matches_nothing(api, branch):
+    """A word close to no name only ranks; when no word is close to any name nothing is
+    found, at once."""
+    family = letters()
+    meant = api.must(api.create(given_name="Ottilie", family_name=family)).contact
+    found = fuzzy(api, "Ottilie Qxzqxzqxz", branch)
+    assert ids(found) == [meant.id], names(found)
+    assert ids(fuzzy(api, family + " Qxzqxzqxz", branch)) == [meant.id]
+    # Nothing anywhere, in any branch
+    reply = api.search(fuzzy_name="Qxzqxzqxz Wvqwvqwvq", timeout_ms=2000)
+    assert ids(api.must(reply).contacts) == []
+    assert ids(api.must(api.search(fuzzy_name="Q", branch=branch)).contacts) == []
+
+
+def test_fuzzy_branch_narrows(api, fresh, branch):
+    family = letters()
+    here = api.must(api.create(given_name="Ingrid", family_name=family)).contact
+    other = fresh.branch()
+    there = api.must(api.create(given_name="Ingrid", family_name=family, branch=other)).contact
+    typed = "Ingird " + family
+    assert ids(fuzzy(api, typed, branch)) == [here.id]
+    assert ids(fuzzy(api, typed, other)) == [there.id]
+    assert set(ids(api.must(api.search(fuzzy_name=typed)).contacts)) == {here.id, there.id}
+    assert ids(fuzzy(api, typed, fresh.branch())) == []
+
+
+def test_fuzzy_pages_are_stable_and_ties_go_by_id(api, branch):
+    family = letters()
+    same = sorted(api.must(api.create(given_name="Paula", family_name=family)).contact.id
+                  for _ in range(5))
+    longer = api.must(api.create(given_name="Paula", middle_name="Maria",
+                                 family_name=family)).contact.id
+    seen, sizes, tokens = all_pages(api, 2, fuzzy_name="Paulla " + family, branch=branch)
+    assert sizes == [2, 2, 2] and tokens == ["o2", "o4"]
+    # Equal names tie and go by id; the name with a word more ranks after them
+    assert seen == same + [longer]
+    again, _, _ = all_pages(api, 4, fuzzy_name="Paulla " + family, branch=branch)
+    assert again == seen
+
+
+def test_fuzzy_never_finds_merged_or_erased(api, branch, maybe_pg):
+    family = letters()
+    survivor = api.must(api.create(given_name="Greta", family_name=family)).contact
+    merged = api.must(api.create(given_name="Greta", family_name=family)).contact
+    erased_family = letters()
+    erased = api.must(api.create(given_name="Greta", family_name=erased_family)).contact
+    api.must(api.merge(survivor.id, merged.id))
+    api.must(api.erase(erased.id))
+    assert ids(fuzzy(api, "Gerta " + family, branch)) == [survivor.id]
+    # The erased name is close to nothing now: "Greta" alone decides
+    assert ids(fuzzy(api, "Greta " + swap(erased_family, 3), branch)) == [survivor.id]
+    assert ids(fuzzy(api, erased_family, branch)) == []
+    assert ids(fuzzy(api, "Greta", branch)) == [survivor.id]
+    if maybe_pg is not None:
+        # The erased customer's rare name is not kept in the dictionary either
+        held = maybe_pg.scalar("SELECT count(*) FROM contacts.contact_name_word WHERE word = '%s'"
+                               % erased_family.lower())
+        assert held == "0"
+
+
+def test_fuzzy_dictionary_follows_creates_and_updates(api, branch):
+    old, new = letters(), letters()
+    c = api.must(api.create(given_name="Dorothea", family_name=old)).contact
+    assert ids(fuzzy(api, swap(old, 3), branch)) == [c.id]
+    c.family_name = new
+    c = api.must(api.update(c)).contact
+    assert ids(fuzzy(api, "Dorothea " + swap(new, 2), branch)) == [c.id]
+    assert ids(fuzzy(api, swap(new, 4), branch)) == [c.id]
+    assert ids(fuzzy(api, old, branch)) == []
+    # An update that keeps the name keeps it findable
+    c.company = "Dorothea Trading"
+    c = api.must(api.update(c)).contact
+    assert ids(fuzzy(api, "Dorohtea " + new, branch)) == [c.id]
+
+
 def utc_today():
     return datetime.datetime.now(datetime.timezone.utc).date()
 
