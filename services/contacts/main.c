@@ -71,10 +71,14 @@ main (int argc, char **argv)
         return EXIT_FAILURE;
     }
     contacts_store_prepare (contacts.pg);
-    contacts.events = crm_events_new (loop, contacts.pg, "contacts",
+    //  The event log has a connection of its own: on the writes' connection
+    //  each sequencer run and its commit would hold back the next write batch
+    crm_pg_t *events_pg = crm_pg_new (loop, dsn, schema);
+    contacts.events = crm_events_new (loop, events_pg, "contacts",
                                       crm_config_get (config, "CRM_BROKER_EVENTS_IN"));
     if (!contacts.events) {
         crm_error ("invalid CRM_BROKER_EVENTS_IN");
+        crm_pg_destroy (&events_pg);
         crm_pg_destroy (&contacts.pg);
         crm_config_destroy (&config);
         return EXIT_FAILURE;
@@ -90,6 +94,7 @@ main (int argc, char **argv)
         loop, config, "contacts", &crm__v1__contacts__descriptor, contacts_methods, &contacts);
     if (!service) {
         crm_events_destroy (&contacts.events);
+        crm_pg_destroy (&events_pg);
         crm_pg_destroy (&contacts.pg);
         crm_config_destroy (&config);
         return EXIT_FAILURE;
@@ -104,6 +109,7 @@ main (int argc, char **argv)
         if (!contacts.orders) {
             crm_error ("invalid CRM_BROKER_ENDPOINT or CRM_BROKER_EVENTS_OUT");
             crm_events_destroy (&contacts.events);
+            crm_pg_destroy (&events_pg);
             crm_pg_destroy (&contacts.pg);
             crm_service_destroy (&service);
             crm_config_destroy (&config);
@@ -118,6 +124,7 @@ main (int argc, char **argv)
     crm_consumer_destroy (&contacts.orders);
     crm_service_set_events (service, NULL);
     crm_events_destroy (&contacts.events);
+    crm_pg_destroy (&events_pg);
     crm_pg_destroy (&contacts.pg);
     crm_service_destroy (&service);
     crm_info ("stopped");

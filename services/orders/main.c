@@ -73,10 +73,14 @@ main (int argc, char **argv)
         return EXIT_FAILURE;
     }
     orders_store_prepare (orders.pg);
+    //  The event log has a connection of its own: on the writes' connection
+    //  each sequencer run and its commit would hold back the next write batch
+    crm_pg_t *events_pg = crm_pg_new (loop, dsn, schema);
     orders.events =
-        crm_events_new (loop, orders.pg, "orders", crm_config_get (config, "CRM_BROKER_EVENTS_IN"));
+        crm_events_new (loop, events_pg, "orders", crm_config_get (config, "CRM_BROKER_EVENTS_IN"));
     if (!orders.events) {
         crm_error ("invalid CRM_BROKER_EVENTS_IN");
+        crm_pg_destroy (&events_pg);
         crm_pg_destroy (&orders.pg);
         crm_config_destroy (&config);
         return EXIT_FAILURE;
@@ -86,6 +90,7 @@ main (int argc, char **argv)
                                               orders_methods, &orders);
     if (!service) {
         crm_events_destroy (&orders.events);
+        crm_pg_destroy (&events_pg);
         crm_pg_destroy (&orders.pg);
         crm_config_destroy (&config);
         return EXIT_FAILURE;
@@ -99,6 +104,7 @@ main (int argc, char **argv)
     //  their calls UNAVAILABLE while the service can still send replies
     crm_service_set_events (service, NULL);
     crm_events_destroy (&orders.events);
+    crm_pg_destroy (&events_pg);
     crm_pg_destroy (&orders.pg);
     crm_service_destroy (&service);
     crm_info ("stopped");
