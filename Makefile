@@ -138,7 +138,8 @@ svc_objs = $(addprefix $(BUILD)/obj/,$(addsuffix .o,$(basename $(filter-out serv
 svc_mig = $(if $(wildcard services/$1/migrations/*.sql),$(BUILD)/gen/$1_migrations.o)
 
 .SECONDEXPANSION:
-$(BUILD)/tests/%: services/%.c $(LIBCRM) $$(call svc_objs,$$(call svc_of,$$*)) $$(call svc_mig,$$(call svc_of,$$*))
+$(BUILD)/tests/%: services/%.c $(LIBCRM) $$(call svc_objs,$$(call svc_of,$$*)) $$(call svc_mig,$$(call svc_of,$$*)) \
+                  $(wildcard services/common/tests/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(V),true,echo "  CC      $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -Iservices/$(call svc_of,$*) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(LIBCRM) $(LDLIBS)

@@ -6,6 +6,7 @@
 #include "crm_proto.h"
 #include "crm_util.h"
 #include "crm_test.h"
+#include "crm_test_broker.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -20,55 +21,29 @@
 #define LIVENESS     3
 #define NO_WORKER_MS 300
 #define QUEUE_MAX    5
-#define FRAMES_MAX   80
 
 static void *s_ctx;
-static broker_t *s_broker;
-static pthread_t s_thread;
-static char s_endpoint[256];
-
-//  A received message
-typedef struct {
-    int n;
-    zmq_msg_t parts[FRAMES_MAX];
-} s_msg_t;
-
-static void *
-s_broker_thread (void *arg)
-{
-    broker_run (arg);
-    return NULL;
-}
+static crm_test_broker_t s_broker;
 
 static void
 s_broker_start (void)
 {
-    broker_config_t config;
-    broker_config_defaults (&config);
-    config.endpoint = "tcp://127.0.0.1:*";
-    config.events_in = "tcp://127.0.0.1:*";
-    config.events_out = "tcp://127.0.0.1:*";
-    config.heartbeat_ms = HEARTBEAT_MS;
-    config.liveness = LIVENESS;
-    config.no_worker_ms = NO_WORKER_MS;
-    config.queue_max = QUEUE_MAX;
-    s_broker = broker_new (&config);
-    CHECK (s_broker != NULL);
-    if (!s_broker)
+    crm_test_broker_init (&s_broker, true);
+    s_broker.config.heartbeat_ms = HEARTBEAT_MS;
+    s_broker.config.liveness = LIVENESS;
+    s_broker.config.no_worker_ms = NO_WORKER_MS;
+    s_broker.config.queue_max = QUEUE_MAX;
+    if (crm_test_broker_start (&s_broker) != 0)
         exit (EXIT_FAILURE);
-    snprintf (s_endpoint, sizeof s_endpoint, "%s", broker_endpoint (s_broker));
-    CHECK (strstr (s_endpoint, "tcp://127.0.0.1:") == s_endpoint);
-    CHECK (strcmp (s_endpoint, "tcp://127.0.0.1:*") != 0);
-    pthread_create (&s_thread, NULL, s_broker_thread, s_broker);
+    CHECK (strstr (s_broker.endpoint, "tcp://127.0.0.1:") == s_broker.endpoint);
+    CHECK (strcmp (s_broker.endpoint, "tcp://127.0.0.1:*") != 0);
 }
 
 static void
 s_broker_stop (void)
 {
-    broker_stop (s_broker);
-    pthread_join (s_thread, NULL);
-    broker_destroy (&s_broker);
-    CHECK (s_broker == NULL);
+    crm_test_broker_stop (&s_broker);
+    CHECK (s_broker.broker == NULL);
 }
 
 //  --------------------------------------------------------------------------
@@ -101,8 +76,8 @@ s_send_raw (void *socket, int n, const void *const *data, const size_t *sizes)
 static void
 s_send (void *socket, int n, ...)
 {
-    const void *data[FRAMES_MAX];
-    size_t sizes[FRAMES_MAX];
+    const void *data[CRM_TEST_FRAMES_MAX];
+    size_t sizes[CRM_TEST_FRAMES_MAX];
     va_list args;
     va_start (args, n);
     for (int i = 0; i < n; i++) {
@@ -113,54 +88,8 @@ s_send (void *socket, int n, ...)
     s_send_raw (socket, n, data, sizes);
 }
 
-static void
-s_msg_close (s_msg_t *msg)
-{
-    for (int i = 0; i < msg->n; i++)
-        zmq_msg_close (&msg->parts[i]);
-    msg->n = 0;
-}
-
-//  Receives one message within timeout_ms; 0 or -1
 static int
-s_recv (void *socket, s_msg_t *msg, int timeout_ms)
-{
-    msg->n = 0;
-    zmq_pollitem_t item = {socket, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll (&item, 1, timeout_ms) <= 0)
-        return -1;
-    while (true) {
-        zmq_msg_t part;
-        zmq_msg_init (&part);
-        if (zmq_msg_recv (&part, socket, 0) < 0) {
-            zmq_msg_close (&part);
-            s_msg_close (msg);
-            return -1;
-        }
-        bool more = zmq_msg_more (&part);
-        if (msg->n < FRAMES_MAX) {
-            zmq_msg_init (&msg->parts[msg->n]);
-            zmq_msg_move (&msg->parts[msg->n++], &part);
-        }
-        zmq_msg_close (&part);
-        if (!more)
-            break;
-    }
-    return 0;
-}
-
-static bool
-s_part_is (s_msg_t *msg, int index, const char *text)
-{
-    if (index >= msg->n)
-        return false;
-    size_t size = strlen (text);
-    return zmq_msg_size (&msg->parts[index]) == size &&
-           memcmp (zmq_msg_data (&msg->parts[index]), text, size) == 0;
-}
-
-static int
-s_command (s_msg_t *msg)
+s_command (crm_test_msg_t *msg)
 {
     if (msg->n < 3 || zmq_msg_size (&msg->parts[2]) != 1)
         return -1;
@@ -197,21 +126,22 @@ s_client_request (void *client, bool req, const char *service, const char *reque
 //  Receives a client reply and checks the envelope; reply bodies start at
 //  index 3 (DEALER) or 2 (REQ). Returns the body's first index or -1.
 static int
-s_client_reply (void *client, bool req, const char *service, s_msg_t *msg, int timeout_ms)
+s_client_reply (void *client, bool req, const char *service, crm_test_msg_t *msg, int timeout_ms)
 {
-    if (s_recv (client, msg, timeout_ms) != 0)
+    if (crm_test_msg_recv (client, msg, timeout_ms) != 0)
         return -1;
     int base = req ? 0 : 1;
-    if (!req && !s_part_is (msg, 0, ""))
+    if (!req && !crm_test_msg_part_str (msg, 0, ""))
         return -1;
-    if (!s_part_is (msg, base, CRM_MDPC) || !s_part_is (msg, base + 1, service))
+    if (!crm_test_msg_part_str (msg, base, CRM_MDPC) ||
+        !crm_test_msg_part_str (msg, base + 1, service))
         return -1;
     return base + 2;
 }
 
 //  Parses a broker-made or worker-made Status frame; -1 when absent
 static int
-s_status_code (s_msg_t *msg, int index, char *request_id, size_t size)
+s_status_code (crm_test_msg_t *msg, int index, char *request_id, size_t size)
 {
     if (index < 0 || index >= msg->n)
         return -1;
@@ -232,7 +162,7 @@ s_status_code (s_msg_t *msg, int index, char *request_id, size_t size)
 static void *
 s_worker_new (const char *service, const char *capacity)
 {
-    void *worker = s_socket (ZMQ_DEALER, s_endpoint);
+    void *worker = s_socket (ZMQ_DEALER, s_broker.endpoint);
     if (capacity)
         s_send (worker, 5, "", CRM_MDPW, "\x01", service, capacity);
     else
@@ -248,36 +178,37 @@ s_worker_heartbeat (void *worker)
 
 //  Waits for a REQUEST, heartbeating meanwhile; 0 or -1 on timeout
 static int
-s_worker_request (void *worker, s_msg_t *msg, int timeout_ms)
+s_worker_request (void *worker, crm_test_msg_t *msg, int timeout_ms)
 {
     int64_t deadline = crm_mono_ms () + timeout_ms;
     while (crm_mono_ms () < deadline) {
         s_worker_heartbeat (worker);
-        if (s_recv (worker, msg, 50) != 0)
+        if (crm_test_msg_recv (worker, msg, 50) != 0)
             continue;
-        if (s_command (msg) == CRM_MDPW_REQUEST && msg->n >= 5 && s_part_is (msg, 0, "") &&
-            s_part_is (msg, 1, CRM_MDPW) && s_part_is (msg, 4, ""))
+        if (s_command (msg) == CRM_MDPW_REQUEST && msg->n >= 5 &&
+            crm_test_msg_part_str (msg, 0, "") && crm_test_msg_part_str (msg, 1, CRM_MDPW) &&
+            crm_test_msg_part_str (msg, 4, ""))
             return 0;
-        s_msg_close (msg);
+        crm_test_msg_close (msg);
     }
     return -1;
 }
 
 //  Echoes a request's body back as its reply; consumes req
 static void
-s_worker_echo (void *worker, s_msg_t *req)
+s_worker_echo (void *worker, crm_test_msg_t *req)
 {
     zmq_send (worker, "", 0, ZMQ_SNDMORE);
     zmq_send (worker, CRM_MDPW, 6, ZMQ_SNDMORE);
     zmq_send (worker, "\x03", 1, ZMQ_SNDMORE);
     for (int i = 3; i < req->n; i++)
         zmq_msg_send (&req->parts[i], worker, i + 1 < req->n ? ZMQ_SNDMORE : 0);
-    s_msg_close (req);
+    crm_test_msg_close (req);
 }
 
 //  Answers a request with [Status OK with its request id][payload]
 static void
-s_worker_answer (void *worker, s_msg_t *req)
+s_worker_answer (void *worker, crm_test_msg_t *req)
 {
     char rid[128] = "";
     if (req->n >= 7) {
@@ -301,7 +232,7 @@ s_worker_answer (void *worker, s_msg_t *req)
     else
         zmq_send (worker, "", 0, 0);
     zmsg_destroy (&reply);
-    s_msg_close (req);
+    crm_test_msg_close (req);
 }
 
 static void
@@ -318,12 +249,12 @@ static const char *
 s_mmi (const char *mmi, const char *service)
 {
     static char code[8];
-    void *client = s_socket (ZMQ_REQ, s_endpoint);
+    void *client = s_socket (ZMQ_REQ, s_broker.endpoint);
     if (service)
         s_send (client, 3, CRM_MDPC, mmi, service);
     else
         s_send (client, 2, CRM_MDPC, mmi);
-    s_msg_t msg;
+    crm_test_msg_t msg;
     int body = s_client_reply (client, true, mmi, &msg, 2000);
     const char *result = NULL;
     if (body >= 0 && msg.n == body + 1) {
@@ -331,7 +262,7 @@ s_mmi (const char *mmi, const char *service)
                   (const char *) zmq_msg_data (&msg.parts[body]));
         result = code;
     }
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     zmq_close (client);
     return result;
 }
@@ -359,24 +290,24 @@ test_request_reply (void)
     CHECK (s_wait_service ("echo", "200"));
 
     //  REQ client, as in the RFC
-    void *req = s_socket (ZMQ_REQ, s_endpoint);
+    void *req = s_socket (ZMQ_REQ, s_broker.endpoint);
     s_client_request (req, true, "echo", "rid-req-1", "hello");
-    s_msg_t msg;
+    crm_test_msg_t msg;
     CHECK (s_worker_request (worker, &msg, 2000) == 0);
     CHECK_INT (msg.n, 8);
     CHECK_INT (zmq_msg_size (&msg.parts[3]), 8); //  The client address
-    CHECK (s_part_is (&msg, 5, "Echo"));
-    CHECK (s_part_is (&msg, 7, "hello"));
+    CHECK (crm_test_msg_part_str (&msg, 5, "Echo"));
+    CHECK (crm_test_msg_part_str (&msg, 7, "hello"));
     s_worker_echo (worker, &msg);
     int body = s_client_reply (req, true, "echo", &msg, 2000);
     CHECK_INT (body, 2);
     CHECK_INT (msg.n, 5);
-    CHECK (s_part_is (&msg, 2, "Echo"));
-    CHECK (s_part_is (&msg, 4, "hello"));
-    s_msg_close (&msg);
+    CHECK (crm_test_msg_part_str (&msg, 2, "Echo"));
+    CHECK (crm_test_msg_part_str (&msg, 4, "hello"));
+    crm_test_msg_close (&msg);
 
     //  DEALER client with its own empty delimiter, two requests outstanding
-    void *dealer = s_socket (ZMQ_DEALER, s_endpoint);
+    void *dealer = s_socket (ZMQ_DEALER, s_broker.endpoint);
     s_client_request (dealer, false, "echo", "rid-d-1", "one");
     s_client_request (dealer, false, "echo", "rid-d-2", "two");
     for (int i = 0; i < 2; i++) {
@@ -388,12 +319,12 @@ test_request_reply (void)
     CHECK_INT (body, 3);
     CHECK_INT (s_status_code (&msg, body, rid, sizeof rid), 0);
     CHECK_STR (rid, "rid-d-1");
-    CHECK (s_part_is (&msg, body + 1, "one"));
-    s_msg_close (&msg);
+    CHECK (crm_test_msg_part_str (&msg, body + 1, "one"));
+    crm_test_msg_close (&msg);
     body = s_client_reply (dealer, false, "echo", &msg, 2000);
     CHECK_INT (s_status_code (&msg, body, rid, sizeof rid), 0);
     CHECK_STR (rid, "rid-d-2");
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
 
     //  A request with no body at all still goes through
     s_send (dealer, 3, "", CRM_MDPC, "echo");
@@ -403,7 +334,7 @@ test_request_reply (void)
     body = s_client_reply (dealer, false, "echo", &msg, 2000);
     CHECK_INT (body, 3);
     CHECK_INT (msg.n, 3);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
 
     zmq_close (req);
     zmq_close (dealer);
@@ -418,20 +349,20 @@ test_load_balancing (void)
     void *b = s_worker_new ("balance", NULL);
     CHECK (s_wait_service ("balance", "200"));
     usleep (50000); //  Both READY in
-    void *client = s_socket (ZMQ_DEALER, s_endpoint);
+    void *client = s_socket (ZMQ_DEALER, s_broker.endpoint);
 
     //  Two requests at once: one each, as each holds only one
     s_client_request (client, false, "balance", "lb-1", "x");
     s_client_request (client, false, "balance", "lb-2", "y");
-    s_msg_t ma, mb;
+    crm_test_msg_t ma, mb;
     CHECK (s_worker_request (a, &ma, 2000) == 0);
     CHECK (s_worker_request (b, &mb, 2000) == 0);
     s_worker_answer (a, &ma);
     s_worker_answer (b, &mb);
-    s_msg_t msg;
+    crm_test_msg_t msg;
     for (int i = 0; i < 2; i++) {
         CHECK (s_client_reply (client, false, "balance", &msg, 2000) == 3);
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
 
     //  One at a time: taken in turns, least recently used first
@@ -444,17 +375,17 @@ test_load_balancing (void)
         int got = 0;
         while (!got && zmq_poll (items, 2, 2000) > 0) {
             void *w = items[0].revents ? a : b;
-            if (s_recv (w, &msg, 0) == 0 && s_command (&msg) == CRM_MDPW_REQUEST) {
+            if (crm_test_msg_recv (w, &msg, 0) == 0 && s_command (&msg) == CRM_MDPW_REQUEST) {
                 got = 1;
                 w == a ? served_a++ : served_b++;
                 s_worker_answer (w, &msg);
             }
             else
-                s_msg_close (&msg);
+                crm_test_msg_close (&msg);
         }
         CHECK (got);
         CHECK (s_client_reply (client, false, "balance", &msg, 2000) == 3);
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
     CHECK_INT (served_a, 5);
     CHECK_INT (served_b, 5);
@@ -465,7 +396,7 @@ test_load_balancing (void)
 
 //  Counts requests a worker receives within ms, heartbeating; keeps them
 static int
-s_collect (void *worker, s_msg_t *held, int max, int ms)
+s_collect (void *worker, crm_test_msg_t *held, int max, int ms)
 {
     int n = 0;
     int64_t deadline = crm_mono_ms () + ms;
@@ -481,20 +412,20 @@ test_capacity (void)
 {
     void *worker = s_worker_new ("cap3", "capacity=3");
     CHECK (s_wait_service ("cap3", "200"));
-    void *client = s_socket (ZMQ_DEALER, s_endpoint);
+    void *client = s_socket (ZMQ_DEALER, s_broker.endpoint);
     for (int i = 0; i < 4; i++)
         s_client_request (client, false, "cap3", "cap", "p");
-    s_msg_t held[4];
+    crm_test_msg_t held[4];
     //  Three arrive before any reply, the fourth waits in the broker
     CHECK_INT (s_collect (worker, held, 4, 400), 3);
     s_worker_answer (worker, &held[0]);
     CHECK_INT (s_collect (worker, held + 3, 1, 2000), 1);
     for (int i = 1; i < 4; i++)
         s_worker_answer (worker, &held[i]);
-    s_msg_t msg;
+    crm_test_msg_t msg;
     for (int i = 0; i < 4; i++) {
         CHECK (s_client_reply (client, false, "cap3", &msg, 2000) == 3);
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
     s_worker_close (worker);
 
@@ -509,7 +440,7 @@ test_capacity (void)
     s_worker_answer (worker, &held[0]);
     for (int i = 0; i < 2; i++) {
         CHECK (s_client_reply (client, false, "cap1", &msg, 2000) == 3);
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
     s_worker_close (worker);
 
@@ -519,13 +450,13 @@ test_capacity (void)
     for (int i = 0; i < 2; i++)
         s_client_request (client, false, "capbad", "cap", "p");
     CHECK_INT (s_collect (worker, held, 2, 300), 1);
-    s_msg_close (&held[0]);
+    crm_test_msg_close (&held[0]);
     s_worker_close (worker);
     //  The closed worker's request, and the queued one, are handed back
     for (int i = 0; i < 2; i++) {
         int body = s_client_reply (client, false, "capbad", &msg, 3000);
         CHECK_INT (s_status_code (&msg, body, NULL, 0), 14);
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
     zmq_close (client);
 }
@@ -533,10 +464,10 @@ test_capacity (void)
 static void
 test_no_worker (void)
 {
-    void *client = s_socket (ZMQ_DEALER, s_endpoint);
+    void *client = s_socket (ZMQ_DEALER, s_broker.endpoint);
     int64_t start = crm_mono_ms ();
     s_client_request (client, false, "nobody", "rid-none-1", "p");
-    s_msg_t msg;
+    crm_test_msg_t msg;
     char rid[128];
     int body = s_client_reply (client, false, "nobody", &msg, 3000);
     int64_t elapsed = crm_mono_ms () - start;
@@ -547,7 +478,7 @@ test_no_worker (void)
     CHECK_INT (zmq_msg_size (&msg.parts[4]), 0);
     CHECK (elapsed >= NO_WORKER_MS - 20);
     CHECK (elapsed < NO_WORKER_MS + 1000);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
 
     //  A queued request goes to a worker that arrives in time
     s_client_request (client, false, "late", "rid-late", "p");
@@ -558,7 +489,7 @@ test_no_worker (void)
     body = s_client_reply (client, false, "late", &msg, 2000);
     CHECK_INT (s_status_code (&msg, body, rid, sizeof rid), 0);
     CHECK_STR (rid, "rid-late");
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     s_worker_close (worker);
 
     //  Over the queue bound: RESOURCE_EXHAUSTED at once, then the rest time out
@@ -572,11 +503,11 @@ test_no_worker (void)
     CHECK (crm_mono_ms () - start < NO_WORKER_MS);
     CHECK_INT (s_status_code (&msg, body, rid, sizeof rid), 8);
     CHECK_STR (rid, "rid-q-5");
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     for (int i = 0; i < QUEUE_MAX; i++) {
         body = s_client_reply (client, false, "crowded", &msg, 2000);
         CHECK_INT (s_status_code (&msg, body, NULL, 0), 14);
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
     zmq_close (client);
 }
@@ -587,11 +518,11 @@ test_dead_worker (void)
     //  A worker that stops heartbeating is dropped; its client hears UNAVAILABLE
     void *worker = s_worker_new ("fragile", NULL);
     CHECK (s_wait_service ("fragile", "200"));
-    void *client = s_socket (ZMQ_DEALER, s_endpoint);
+    void *client = s_socket (ZMQ_DEALER, s_broker.endpoint);
     s_client_request (client, false, "fragile", "rid-dead", "p");
-    s_msg_t msg;
+    crm_test_msg_t msg;
     CHECK (s_worker_request (worker, &msg, 2000) == 0);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     int64_t start = crm_mono_ms ();
     char rid[128];
     int body = s_client_reply (client, false, "fragile", &msg, 3000);
@@ -600,21 +531,21 @@ test_dead_worker (void)
     CHECK_STR (rid, "rid-dead");
     CHECK (elapsed >= HEARTBEAT_MS * (LIVENESS - 1));
     CHECK (elapsed < HEARTBEAT_MS * (LIVENESS + 3));
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     CHECK_STR (s_mmi ("mmi.service", "fragile"), "404");
     //  It was told DISCONNECT (after heartbeats)
     bool disconnected = false;
-    while (s_recv (worker, &msg, 200) == 0) {
+    while (crm_test_msg_recv (worker, &msg, 200) == 0) {
         if (s_command (&msg) == CRM_MDPW_DISCONNECT)
             disconnected = true;
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
     CHECK (disconnected);
     //  Its late reply is dropped; its heartbeat now earns a DISCONNECT
     s_worker_heartbeat (worker);
-    CHECK (s_recv (worker, &msg, 1000) == 0);
+    CHECK (crm_test_msg_recv (worker, &msg, 1000) == 0);
     CHECK_INT (s_command (&msg), CRM_MDPW_DISCONNECT);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     zmq_close (worker);
 
     //  A worker whose connection closes is noticed at the next heartbeat
@@ -622,14 +553,14 @@ test_dead_worker (void)
     CHECK (s_wait_service ("closing", "200"));
     s_client_request (client, false, "closing", "rid-closed", "p");
     CHECK (s_worker_request (worker, &msg, 2000) == 0);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     zmq_close (worker);
     start = crm_mono_ms ();
     body = s_client_reply (client, false, "closing", &msg, 3000);
     CHECK_INT (s_status_code (&msg, body, rid, sizeof rid), 14);
     CHECK_STR (rid, "rid-closed");
     CHECK (crm_mono_ms () - start < HEARTBEAT_MS * 2);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
 
     //  A worker that says DISCONNECT with a request in flight may still answer it
     worker = s_worker_new ("leaving", NULL);
@@ -642,7 +573,7 @@ test_dead_worker (void)
     body = s_client_reply (client, false, "leaving", &msg, 2000);
     CHECK_INT (s_status_code (&msg, body, rid, sizeof rid), 0);
     CHECK_STR (rid, "rid-leave");
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     zmq_close (worker);
     zmq_close (client);
 }
@@ -667,7 +598,7 @@ test_malformed (void)
     FILE *log = tmpfile ();
     crm_log_set_stream (log);
     crm_log_init (NULL, NULL, "warn", NULL);
-    void *peer = s_socket (ZMQ_DEALER, s_endpoint);
+    void *peer = s_socket (ZMQ_DEALER, s_broker.endpoint);
     s_send (peer, 1, "junk");
     s_send (peer, 2, "", "XYZ01");
     s_send (peer, 2, "", CRM_MDPC);
@@ -677,8 +608,8 @@ test_malformed (void)
     s_send (peer, 3, "", CRM_MDPW, "\x01");
     s_send (peer, 4, "", CRM_MDPW, "\x01", "mmi.service");
     //  More frames than the broker takes
-    const void *data[FRAMES_MAX];
-    size_t sizes[FRAMES_MAX];
+    const void *data[CRM_TEST_FRAMES_MAX];
+    size_t sizes[CRM_TEST_FRAMES_MAX];
     data[0] = "";
     sizes[0] = 0;
     data[1] = CRM_MDPC;
@@ -690,15 +621,15 @@ test_malformed (void)
     s_send_raw (peer, 70, data, sizes);
     //  A client naming no usable service is answered INVALID_ARGUMENT
     s_send (peer, 4, "", CRM_MDPC, "", "body");
-    s_msg_t msg;
+    crm_test_msg_t msg;
     int body = s_client_reply (peer, false, "", &msg, 2000);
     CHECK_INT (s_status_code (&msg, body, NULL, 0), 3);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     //  A REPLY or HEARTBEAT from a stranger earns a DISCONNECT
     s_send (peer, 6, "", CRM_MDPW, "\x03", "12345678", "", "x");
-    CHECK (s_recv (peer, &msg, 2000) == 0);
+    CHECK (crm_test_msg_recv (peer, &msg, 2000) == 0);
     CHECK_INT (s_command (&msg), CRM_MDPW_DISCONNECT);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
 
     //  A registered worker sending a bad REPLY is not dropped for it
     void *worker = s_worker_new ("sturdy", NULL);
@@ -706,7 +637,7 @@ test_malformed (void)
     s_send (worker, 6, "", CRM_MDPW, "\x03", "12345678", "", "x");
     s_send (worker, 4, "", CRM_MDPW, "\x03", "short");
     s_send (worker, 3, "", CRM_MDPW, "\x07");
-    void *client = s_socket (ZMQ_DEALER, s_endpoint);
+    void *client = s_socket (ZMQ_DEALER, s_broker.endpoint);
     s_client_request (client, false, "sturdy", "rid-sturdy", "p");
     CHECK (s_worker_request (worker, &msg, 2000) == 0);
     s_worker_answer (worker, &msg);
@@ -714,27 +645,27 @@ test_malformed (void)
     body = s_client_reply (client, false, "sturdy", &msg, 2000);
     CHECK_INT (s_status_code (&msg, body, rid, sizeof rid), 0);
     CHECK_STR (rid, "rid-sturdy");
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
 
     //  A frame over ZMQ_MAXMSGSIZE drops that connection only
     size_t big = CRM_MAX_MESSAGE_BYTES + 70000;
     char *huge = calloc (1, big);
     const void *hdata[4] = {"", CRM_MDPC, "sturdy", huge};
     size_t hsizes[4] = {0, 6, 6, big};
-    void *greedy = s_socket (ZMQ_DEALER, s_endpoint);
+    void *greedy = s_socket (ZMQ_DEALER, s_broker.endpoint);
     s_send_raw (greedy, 4, hdata, hsizes);
     free (huge);
-    CHECK (s_recv (greedy, &msg, 300) != 0);
+    CHECK (crm_test_msg_recv (greedy, &msg, 300) != 0);
     zmq_close (greedy);
 
     //  A frame just over the limit, within the socket's margin, goes no further
     huge = calloc (1, CRM_MAX_MESSAGE_BYTES + 1);
     hdata[3] = huge;
     hsizes[3] = CRM_MAX_MESSAGE_BYTES + 1;
-    greedy = s_socket (ZMQ_DEALER, s_endpoint);
+    greedy = s_socket (ZMQ_DEALER, s_broker.endpoint);
     s_send_raw (greedy, 4, hdata, hsizes);
     free (huge);
-    CHECK (s_recv (greedy, &msg, 300) != 0);
+    CHECK (crm_test_msg_recv (greedy, &msg, 300) != 0);
     CHECK (s_worker_request (worker, &msg, 100) != 0);
     zmq_close (greedy);
 
@@ -747,11 +678,7 @@ test_malformed (void)
     crm_log_set_stream (stderr);
     const char *level = getenv ("CRM_LOG_LEVEL");
     crm_log_init (NULL, NULL, level ? level : "error", NULL);
-    fflush (log);
-    rewind (log);
-    char text[8192];
-    size_t n = fread (text, 1, sizeof text - 1, log);
-    text[n] = '\0';
+    char *text = crm_test_file_text (log);
     fclose (log);
     CHECK (strstr (text, "dropped a message without an empty delimiter") != NULL);
     CHECK (strstr (text, "unknown protocol header") != NULL);
@@ -760,28 +687,29 @@ test_malformed (void)
     CHECK (strstr (text, "READY without a valid service name") != NULL);
     CHECK (strstr (text, "reserved service") != NULL);
     CHECK (strstr (text, "over 1048576") != NULL);
+    free (text);
 }
 
 static void
 test_events (void)
 {
     //  The publisher is an XPUB so it can see subscriptions arrive upstream
-    void *publisher = s_socket (ZMQ_XPUB, broker_events_in (s_broker));
-    void *subscriber = s_socket (ZMQ_SUB, broker_events_out (s_broker));
+    void *publisher = s_socket (ZMQ_XPUB, broker_events_in (s_broker.broker));
+    void *subscriber = s_socket (ZMQ_SUB, broker_events_out (s_broker.broker));
     zmq_setsockopt (subscriber, ZMQ_SUBSCRIBE, "orders.", 7);
-    s_msg_t msg;
-    CHECK (s_recv (publisher, &msg, 2000) == 0);
+    crm_test_msg_t msg;
+    CHECK (crm_test_msg_recv (publisher, &msg, 2000) == 0);
     CHECK_INT (msg.n, 1);
-    CHECK (s_part_is (&msg, 0, "\x01orders."));
-    s_msg_close (&msg);
+    CHECK (crm_test_msg_part_str (&msg, 0, "\x01orders."));
+    crm_test_msg_close (&msg);
     s_send (publisher, 2, "contacts.ContactCreated", "c");
     s_send (publisher, 2, "orders.OrderPlaced", "o");
-    CHECK (s_recv (subscriber, &msg, 2000) == 0);
+    CHECK (crm_test_msg_recv (subscriber, &msg, 2000) == 0);
     CHECK_INT (msg.n, 2);
-    CHECK (s_part_is (&msg, 0, "orders.OrderPlaced"));
-    CHECK (s_part_is (&msg, 1, "o"));
-    s_msg_close (&msg);
-    CHECK (s_recv (subscriber, &msg, 100) != 0);
+    CHECK (crm_test_msg_part_str (&msg, 0, "orders.OrderPlaced"));
+    CHECK (crm_test_msg_part_str (&msg, 1, "o"));
+    crm_test_msg_close (&msg);
+    CHECK (crm_test_msg_recv (subscriber, &msg, 100) != 0);
     zmq_close (subscriber);
     zmq_close (publisher);
 }
@@ -790,14 +718,14 @@ static void
 test_shutdown (void)
 {
     //  What the broker holds when it stops is handed back
-    void *client = s_socket (ZMQ_DEALER, s_endpoint);
+    void *client = s_socket (ZMQ_DEALER, s_broker.endpoint);
     void *worker = s_worker_new ("held", NULL);
     CHECK (s_wait_service ("held", "200"));
     s_client_request (client, false, "held", "rid-held", "p");
     s_client_request (client, false, "held", "rid-queued", "p");
-    s_msg_t msg;
+    crm_test_msg_t msg;
     CHECK (s_worker_request (worker, &msg, 2000) == 0);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     usleep (50000);
     s_broker_stop ();
     int unavailable = 0;
@@ -805,14 +733,14 @@ test_shutdown (void)
         int body = s_client_reply (client, false, "held", &msg, 2000);
         if (s_status_code (&msg, body, NULL, 0) == 14)
             unavailable++;
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
     CHECK_INT (unavailable, 2);
     bool disconnected = false;
-    while (s_recv (worker, &msg, 200) == 0) {
+    while (crm_test_msg_recv (worker, &msg, 200) == 0) {
         if (s_command (&msg) == CRM_MDPW_DISCONNECT)
             disconnected = true;
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
     CHECK (disconnected);
     zmq_close (worker);
@@ -822,13 +750,7 @@ test_shutdown (void)
 int
 main (void)
 {
-    zsys_handler_set (NULL);
-    //  czmq sets itself up on the first socket; two threads doing that at
-    //  once race, so it is done here before any thread starts
-    zsys_init ();
-    const char *level = getenv ("CRM_LOG_LEVEL");
-    crm_log_init ("test_broker", "test", level ? level : "error", "text");
-    crm_log_set_stream (stderr);
+    crm_test_mdp_init ("test_broker");
     s_ctx = zmq_ctx_new ();
     s_broker_start ();
     RUN (test_request_reply);

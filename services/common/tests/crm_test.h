@@ -52,6 +52,21 @@ static int crm_test_failed = 0;
         test_fn ();                                                                                \
     } while (0)
 
+//  What file holds up to where it was written, as a string; the file is left
+//  at its end, to be written on. Caller frees.
+static inline char *
+crm_test_file_text (FILE *file)
+{
+    fflush (file);
+    long size = ftell (file);
+    char *text = calloc (1, (size_t) size + 1);
+    rewind (file);
+    size_t got = fread (text, 1, (size_t) size, file);
+    text[got] = '\0';
+    fseek (file, 0, SEEK_END);
+    return text;
+}
+
 //  Prints the closing line "<name>: N passed, N failed" and gives the exit code.
 #define TEST_DONE(name)                                                                            \
     (printf ("%s: %d passed, %d failed\n", (name), crm_test_passed, crm_test_failed),              \

@@ -5,6 +5,7 @@
 #include "crm_proto.h"
 #include "crm_util.h"
 #include "crm_test.h"
+#include "crm_test_broker.h"
 
 //  The broker is compiled into this test so the publisher meets the real one
 //  in-process, and can watch it restart
@@ -21,45 +22,7 @@
 #define SLOW_MS      30 //  How long the worker holds a "slow-" request
 #define OUTCOMES_MAX 1024
 
-//  --------------------------------------------------------------------------
-//  The broker, on a thread of its own
-
-static broker_t *s_broker;
-static pthread_t s_broker_thread;
-static char s_endpoint[256];
-
-static void *
-s_broker_run (void *arg)
-{
-    broker_run (arg);
-    return NULL;
-}
-
-static void
-s_broker_start (const char *endpoint)
-{
-    broker_config_t config;
-    broker_config_defaults (&config);
-    config.endpoint = endpoint;
-    config.events_in = NULL;
-    config.events_out = NULL;
-    config.heartbeat_ms = HEARTBEAT_MS;
-    config.no_worker_ms = 300;
-    s_broker = broker_new (&config);
-    CHECK (s_broker != NULL);
-    if (!s_broker)
-        exit (EXIT_FAILURE);
-    snprintf (s_endpoint, sizeof s_endpoint, "%s", broker_endpoint (s_broker));
-    pthread_create (&s_broker_thread, NULL, s_broker_run, s_broker);
-}
-
-static void
-s_broker_stop (void)
-{
-    broker_stop (s_broker);
-    pthread_join (s_broker_thread, NULL);
-    broker_destroy (&s_broker);
-}
+static crm_test_broker_t s_broker;
 
 //  --------------------------------------------------------------------------
 //  The "ledger" worker: stores each request id once and replays its answer,
@@ -81,17 +44,14 @@ typedef struct {
 } s_held_t;
 
 typedef struct {
-    pthread_t thread;
-    struct ev_loop *loop;
-    ev_async quit;
-    ev_timer tick;            //  Releases held answers
-    crm_mdp_worker_t *worker; //  Connected to the broker
-    pthread_mutex_t lock;     //  Guards what follows, read by the test thread
-    zhashx_t *seen;           //  Request id -> attempts seen (as a pointer-sized count)
-    zhashx_t *stored;         //  Request ids stored
-    zlist_t *held;            //  s_held_t, answers not yet sent
-    int holding;              //  Slow requests held now
-    int holding_max;          //  The most held at once
+    crm_test_worker_t base; //  The worker, its thread and loop
+    ev_timer tick;          //  Releases held answers
+    pthread_mutex_t lock;   //  Guards what follows, read by the test thread
+    zhashx_t *seen;         //  Request id -> attempts seen (as a pointer-sized count)
+    zhashx_t *stored;       //  Request ids stored
+    zlist_t *held;          //  s_held_t, answers not yet sent
+    int holding;            //  Slow requests held now
+    int holding_max;        //  The most held at once
 } s_ledger_t;
 
 static s_ledger_t *s_ledger;
@@ -186,7 +146,7 @@ s_ledger_tick (struct ev_loop *loop, ev_timer *w, int revents)
     while (held && held->due_ms <= now) {
         zlist_pop (ledger->held);
         ledger->holding--;
-        crm_mdp_worker_reply (ledger->worker, &held->client, &held->reply);
+        crm_mdp_worker_reply (ledger->base.worker, &held->client, &held->reply);
         free (held);
         held = zlist_first (ledger->held);
     }
@@ -194,22 +154,10 @@ s_ledger_tick (struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void
-s_ledger_on_quit (struct ev_loop *loop, ev_async *w, int revents)
-{
-    (void) revents;
-    s_ledger_t *ledger = w->data;
-    ev_timer_stop (loop, &ledger->tick);
-    crm_mdp_worker_destroy (&ledger->worker);
-    ev_async_stop (loop, w);
-    ev_break (loop, EVBREAK_ALL);
-}
-
-static void *
-s_ledger_run (void *arg)
+s_ledger_on_quit (struct ev_loop *loop, void *arg)
 {
     s_ledger_t *ledger = arg;
-    ev_run (ledger->loop, 0);
-    return NULL;
+    ev_timer_stop (loop, &ledger->tick);
 }
 
 static void
@@ -220,17 +168,12 @@ s_ledger_start (void)
     ledger->seen = zhashx_new ();
     ledger->stored = zhashx_new ();
     ledger->held = zlist_new ();
-    ledger->loop = ev_loop_new (EVFLAG_AUTO);
-    ledger->worker =
-        crm_mdp_worker_new (ledger->loop, s_endpoint, "ledger", 256, s_ledger_request, ledger);
-    crm_mdp_worker_set_heartbeat (ledger->worker, HEARTBEAT_MS);
+    crm_test_worker_init (&ledger->base, s_broker.endpoint, "ledger", 256, s_ledger_request, ledger,
+                          HEARTBEAT_MS);
     ev_timer_init (&ledger->tick, s_ledger_tick, 0.002, 0.002);
     ledger->tick.data = ledger;
-    ev_timer_start (ledger->loop, &ledger->tick);
-    ev_async_init (&ledger->quit, s_ledger_on_quit);
-    ledger->quit.data = ledger;
-    ev_async_start (ledger->loop, &ledger->quit);
-    pthread_create (&ledger->thread, NULL, s_ledger_run, ledger);
+    ev_timer_start (ledger->base.loop, &ledger->tick);
+    crm_test_worker_start (&ledger->base, s_ledger_on_quit, ledger);
     s_ledger = ledger;
 }
 
@@ -238,9 +181,7 @@ static void
 s_ledger_stop (void)
 {
     s_ledger_t *ledger = s_ledger;
-    ev_async_send (ledger->loop, &ledger->quit);
-    pthread_join (ledger->thread, NULL);
-    ev_loop_destroy (ledger->loop);
+    crm_test_worker_stop (&ledger->base);
     s_held_t *held;
     while ((held = zlist_pop (ledger->held))) {
         zframe_destroy (&held->client);
@@ -347,7 +288,7 @@ s_reset (void)
 static crm_branch_t *
 s_publisher (int window, int timeout_ms, int retries)
 {
-    crm_branch_t *pub = crm_branch_new (s_endpoint);
+    crm_branch_t *pub = crm_branch_new (s_broker.endpoint);
     CHECK (pub != NULL);
     crm_branch_set_handler (pub, s_on_outcome, NULL);
     crm_branch_set_window (pub, window);
@@ -371,21 +312,9 @@ s_publish (crm_branch_t *pub, const char *rid, const char *text)
 static bool
 s_ledger_ready (int ms)
 {
-    crm_mdp_client_t *client = crm_mdp_client_new (s_endpoint);
+    crm_mdp_client_t *client = crm_mdp_client_new (s_broker.endpoint);
     crm_mdp_client_set_timeout (client, 500);
-    int64_t deadline = crm_mono_ms () + ms;
-    bool ready = false;
-    while (!ready && crm_mono_ms () < deadline) {
-        zmsg_t *body = zmsg_new ();
-        zmsg_addstr (body, "ledger");
-        zmsg_t *reply = crm_mdp_client_call (client, "mmi.service", &body);
-        char *code = reply ? zmsg_popstr (reply) : NULL;
-        ready = code && strcmp (code, "200") == 0;
-        free (code);
-        zmsg_destroy (&reply);
-        if (!ready)
-            usleep (20000);
-    }
+    bool ready = crm_test_mmi_wait (client, "ledger", ms);
     crm_mdp_client_destroy (&client);
     return ready;
 }
@@ -659,9 +588,7 @@ test_broker_restart (void)
 {
     s_reset ();
     crm_branch_t *pub = s_publisher (16, 400, 20);
-    char endpoint[256];
-    snprintf (endpoint, sizeof endpoint, "%s", s_endpoint);
-    s_broker_stop ();
+    crm_test_broker_stop (&s_broker);
     //  Published while the broker is away: resent until it is back
     char rid[64];
     for (int i = 0; i < 10; i++) {
@@ -669,7 +596,7 @@ test_broker_restart (void)
         CHECK (s_publish (pub, rid, "an event") == 0);
     }
     CHECK_INT (crm_branch_poll (pub, 300), 0);
-    s_broker_start (endpoint);
+    crm_test_broker_start (&s_broker);
     CHECK_INT (crm_branch_flush (pub, 10000), 0);
     int stored = 0;
     for (int i = 0; i < 10; i++) {
@@ -684,14 +611,12 @@ test_broker_restart (void)
 int
 main (void)
 {
-    zsys_handler_set (NULL);
-    //  Before any thread: czmq initialises itself on first use, and two threads
-    //  making their first socket at once race in it
-    zsys_init ();
-    const char *level = getenv ("CRM_LOG_LEVEL");
-    crm_log_init ("test_branch", "test", level ? level : "error", "text");
-    crm_log_set_stream (stderr);
-    s_broker_start ("tcp://127.0.0.1:*");
+    crm_test_mdp_init ("test_branch");
+    crm_test_broker_init (&s_broker, false);
+    s_broker.config.heartbeat_ms = HEARTBEAT_MS;
+    s_broker.config.no_worker_ms = 300;
+    if (crm_test_broker_start (&s_broker) != 0)
+        return EXIT_FAILURE;
     s_ledger_start ();
     CHECK (s_ledger_ready (3000));
     RUN (test_acks_and_duplicates);
@@ -701,6 +626,6 @@ main (void)
     RUN (test_poll_and_flush);
     RUN (test_broker_restart);
     s_ledger_stop ();
-    s_broker_stop ();
+    crm_test_broker_stop (&s_broker);
     return TEST_DONE ("test_branch");
 }

@@ -9,6 +9,8 @@
 #include "crm_service.h"
 #include "crm_util.h"
 #include "crm_test.h"
+#include "crm_test_broker.h"
+#include "crm_test_kit.h"
 
 //  The broker is compiled into this test: GetEvents and the live wake-ups go
 //  through a real one
@@ -16,7 +18,6 @@
 
 #include <ev.h>
 #include <libpq-fe.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,46 +40,6 @@ static long long s_emitted; //  Events emitted so far; event i carries minorUnit
 //  --------------------------------------------------------------------------
 //  Blocking SQL
 
-static PGconn *
-s_connect (const char *schema)
-{
-    PGconn *conn = PQconnectdb (s_dsn);
-    if (PQstatus (conn) != CONNECTION_OK) {
-        fprintf (stderr, "could not connect: %s", PQerrorMessage (conn));
-        exit (EXIT_FAILURE);
-    }
-    char sql[128];
-    snprintf (sql, sizeof sql, "SET search_path = %s", schema);
-    PQclear (PQexec (conn, sql));
-    PQclear (PQexec (conn, "SET client_min_messages = warning"));
-    return conn;
-}
-
-static void
-s_exec (PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec (conn, sql);
-    bool ok = PQresultStatus (res) == PGRES_COMMAND_OK || PQresultStatus (res) == PGRES_TUPLES_OK;
-    if (!ok)
-        fprintf (stderr, "failed: %s: %s", sql, PQerrorMessage (conn));
-    CHECK (ok);
-    PQclear (res);
-}
-
-//  The single value sql returns on conn, as a number; -1 when it fails or is NULL.
-static long long
-s_value (PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec (conn, sql);
-    long long n = -1;
-    if (PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1 && !PQgetisnull (res, 0, 0))
-        n = atoll (PQgetvalue (res, 0, 0));
-    else if (PQresultStatus (res) != PGRES_TUPLES_OK)
-        fprintf (stderr, "query failed: %s: %s", sql, PQerrorMessage (conn));
-    PQclear (res);
-    return n;
-}
-
 //  Emits n events in one transaction of the source, minorUnits counting on.
 static void
 s_emit (int n)
@@ -88,7 +49,7 @@ s_emit (int n)
               "SELECT crm_event_emit ('" TOPIC "', jsonb_build_object ('minorUnits', i, "
               "'currency', 'EUR'), 'e-' || i) FROM generate_series (%lld, %lld) i",
               s_emitted + 1, s_emitted + n);
-    s_exec (s_src, sql);
+    crm_test_exec (s_src, sql);
     s_emitted += n;
 }
 
@@ -96,8 +57,8 @@ s_emit (int n)
 static long long
 s_stored (void)
 {
-    return s_value (s_dst, "SELECT coalesce ((SELECT position FROM crm_consumer_position "
-                           "WHERE source = '" SOURCE "'), 0)");
+    return crm_test_value (s_dst, "SELECT coalesce ((SELECT position FROM crm_consumer_position "
+                                  "WHERE source = '" SOURCE "'), 0)");
 }
 
 //  True when events 1..n were each applied exactly once, in order, with
@@ -105,15 +66,15 @@ s_stored (void)
 static bool
 s_applied_once_in_order (long long n)
 {
-    long long count = s_value (s_dst, "SELECT count(*) FROM applied");
-    long long distinct = s_value (s_dst, "SELECT count(DISTINCT position) FROM applied");
+    long long count = crm_test_value (s_dst, "SELECT count(*) FROM applied");
+    long long distinct = crm_test_value (s_dst, "SELECT count(DISTINCT position) FROM applied");
     long long out_of_order =
-        s_value (s_dst, "SELECT count(*) FROM (SELECT position, lag (position) OVER "
-                        "(ORDER BY id) AS prev FROM applied) x "
-                        "WHERE position <> coalesce (prev, 0) + 1");
+        crm_test_value (s_dst, "SELECT count(*) FROM (SELECT position, lag (position) OVER "
+                               "(ORDER BY id) AS prev FROM applied) x "
+                               "WHERE position <> coalesce (prev, 0) + 1");
     long long wrong =
-        s_value (s_dst, "SELECT count(*) FROM applied "
-                        "WHERE units IS DISTINCT FROM position OR topic <> '" TOPIC "'");
+        crm_test_value (s_dst, "SELECT count(*) FROM applied "
+                               "WHERE units IS DISTINCT FROM position OR topic <> '" TOPIC "'");
     long long stored = s_stored ();
     bool ok = count == n && distinct == n && out_of_order == 0 && wrong == 0 && stored == n;
     if (!ok)
@@ -124,71 +85,8 @@ s_applied_once_in_order (long long n)
     return ok;
 }
 
-//  Reads the log written so far; caller frees.
-static char *
-s_log_text (void)
-{
-    fflush (s_log);
-    long size = ftell (s_log);
-    char *text = calloc (1, (size_t) size + 1);
-    rewind (s_log);
-    size_t got = fread (text, 1, (size_t) size, s_log);
-    text[got] = '\0';
-    fseek (s_log, 0, SEEK_END);
-    return text;
-}
-
 //  --------------------------------------------------------------------------
 //  The loop
-
-static void
-s_tick_cb (struct ev_loop *loop, ev_timer *watcher, int revents)
-{
-    (void) loop;
-    (void) watcher;
-    (void) revents;
-}
-
-//  Runs the loop until cond (arg) holds or timeout seconds pass; true if it held.
-static bool
-s_run_until (bool (*cond) (void *), void *arg, double timeout)
-{
-    ev_timer tick;
-    ev_timer_init (&tick, s_tick_cb, 0.001, 0.001);
-    ev_timer_start (s_loop, &tick);
-    ev_now_update (s_loop);
-    double deadline = ev_now (s_loop) + timeout;
-    bool held;
-    while (!(held = cond (arg)) && ev_now (s_loop) < deadline)
-        ev_run (s_loop, EVRUN_ONCE);
-    ev_timer_stop (s_loop, &tick);
-    return held;
-}
-
-static bool
-s_never (void *arg)
-{
-    (void) arg;
-    return false;
-}
-
-static void
-s_run_for (double seconds)
-{
-    s_run_until (s_never, NULL, seconds);
-}
-
-static bool
-s_connected (void *arg)
-{
-    return crm_pg_connected ((crm_pg_t *) arg);
-}
-
-static bool
-s_pg_idle (void *arg)
-{
-    return crm_pg_pending ((crm_pg_t *) arg) == 0;
-}
 
 typedef struct {
     crm_consumer_t *consumer;
@@ -214,37 +112,13 @@ static bool
 s_wait_position (crm_consumer_t *consumer, int64_t want, double timeout)
 {
     s_at_t at = {consumer, want};
-    return s_run_until (s_at, &at, timeout);
+    return crm_test_run_until (s_loop, s_at, &at, timeout);
 }
 
 //  --------------------------------------------------------------------------
 //  The source: a service of its own answering GetEvents, and a broker
 
-static broker_t *s_broker;
-static pthread_t s_broker_thread;
-
-static void *
-s_broker_run (void *arg)
-{
-    broker_run (arg);
-    return NULL;
-}
-
-static const ProtobufCMethodDescriptor s_src_methods[] = {
-    {"GetEvents", &crm__v1__get_events_request__descriptor,
-     &crm__v1__get_events_response__descriptor},
-};
-static const unsigned s_src_method_index[] = {0};
-static const ProtobufCServiceDescriptor s_src_service = {
-    PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC,
-    "crm.v1.ConsumerTest",
-    "ConsumerTest",
-    "Crm__V1__ConsumerTest",
-    "crm.v1",
-    1,
-    s_src_methods,
-    s_src_method_index,
-};
+static crm_test_broker_t s_broker;
 
 typedef struct {
     crm_pg_t *pg;
@@ -266,19 +140,13 @@ s_handle_get (crm_call_t *call, ProtobufCMessage *request, void *ctx)
 static void
 s_source_start (bool live)
 {
-    s_source.pg = crm_pg_new (s_loop, s_dsn, SRC_SCHEMA);
-    CHECK (s_source.pg != NULL);
-    CHECK (s_run_until (s_connected, s_source.pg, 10));
-    s_source.events =
-        crm_events_new (s_loop, s_source.pg, SOURCE, live ? broker_events_in (s_broker) : NULL);
+    s_source.pg = crm_test_pg_new (s_loop, s_dsn, SRC_SCHEMA);
+    s_source.events = crm_events_new (s_loop, s_source.pg, SOURCE,
+                                      live ? broker_events_in (s_broker.broker) : NULL);
     CHECK (s_source.events != NULL);
     crm_events_set_interval (s_source.events, 50);
-    static const crm_config_var_t vars[] = {CRM_SERVICE_CONFIG_VARS, {NULL, NULL, NULL}};
-    s_source.config = crm_config_new ("test_consumer", "test", vars);
-    static const crm_method_t methods[] = {{"GetEvents", s_handle_get}, {NULL, NULL}};
     s_source.service =
-        crm_service_new (s_loop, s_source.config, SOURCE, &s_src_service, methods, &s_source);
-    CHECK (s_source.service != NULL);
+        crm_test_events_service_new (s_loop, SOURCE, s_handle_get, &s_source, &s_source.config);
 }
 
 static void
@@ -302,9 +170,9 @@ s_sink_start (s_sink_t *sink, bool live, int batch)
     sink->pg = crm_pg_new (s_loop, s_dsn, DST_SCHEMA);
     CHECK (sink->pg != NULL);
     crm_pg_prepare (sink->pg, "test_apply", APPLY_SQL, 3);
-    sink->consumer =
-        crm_consumer_new (s_loop, sink->pg, broker_endpoint (s_broker),
-                          live ? broker_events_out (s_broker) : NULL, SOURCE, "test_apply", batch);
+    sink->consumer = crm_consumer_new (s_loop, sink->pg, s_broker.endpoint,
+                                       live ? broker_events_out (s_broker.broker) : NULL, SOURCE,
+                                       "test_apply", batch);
     CHECK (sink->consumer != NULL);
 }
 
@@ -330,11 +198,11 @@ s_stats (s_sink_t *sink)
 static void
 s_reset (void)
 {
-    s_exec (s_src, "TRUNCATE crm_outbox RESTART IDENTITY");
-    s_exec (s_src, "UPDATE crm_event_counter SET last_position = 0");
-    s_exec (s_dst, "TRUNCATE applied RESTART IDENTITY");
-    s_exec (s_dst, "DELETE FROM crm_consumer_position");
-    s_exec (s_dst, "UPDATE control SET fail_at = 0, fail_times = 0");
+    crm_test_exec (s_src, "TRUNCATE crm_outbox RESTART IDENTITY");
+    crm_test_exec (s_src, "UPDATE crm_event_counter SET last_position = 0");
+    crm_test_exec (s_dst, "TRUNCATE applied RESTART IDENTITY");
+    crm_test_exec (s_dst, "DELETE FROM crm_consumer_position");
+    crm_test_exec (s_dst, "UPDATE control SET fail_at = 0, fail_times = 0");
     s_emitted = 0;
 }
 
@@ -346,30 +214,32 @@ test_advance (void)
 {
     s_reset ();
     //  Only the next position moves it, from a source never seen at 0
-    CHECK_INT (s_value (s_dst, "SELECT crm_consumer_advance ('other', 2)::int"), 0);
-    CHECK_INT (s_value (s_dst, "SELECT crm_consumer_advance ('other', 1)::int"), 1);
-    CHECK_INT (s_value (s_dst, "SELECT crm_consumer_advance ('other', 1)::int"), 0);
-    CHECK_INT (s_value (s_dst, "SELECT crm_consumer_advance ('other', 3)::int"), 0);
-    CHECK_INT (s_value (s_dst, "SELECT crm_consumer_advance ('other', 2)::int"), 1);
-    CHECK_INT (s_value (s_dst, "SELECT position FROM crm_consumer_position WHERE source = 'other'"),
-               2);
+    CHECK_INT (crm_test_value (s_dst, "SELECT crm_consumer_advance ('other', 2)::int"), 0);
+    CHECK_INT (crm_test_value (s_dst, "SELECT crm_consumer_advance ('other', 1)::int"), 1);
+    CHECK_INT (crm_test_value (s_dst, "SELECT crm_consumer_advance ('other', 1)::int"), 0);
+    CHECK_INT (crm_test_value (s_dst, "SELECT crm_consumer_advance ('other', 3)::int"), 0);
+    CHECK_INT (crm_test_value (s_dst, "SELECT crm_consumer_advance ('other', 2)::int"), 1);
+    CHECK_INT (
+        crm_test_value (s_dst, "SELECT position FROM crm_consumer_position WHERE source = 'other'"),
+        2);
     //  Rolled back with its transaction
-    s_exec (s_dst, "BEGIN");
-    CHECK_INT (s_value (s_dst, "SELECT crm_consumer_advance ('other', 3)::int"), 1);
-    s_exec (s_dst, "ROLLBACK");
-    CHECK_INT (s_value (s_dst, "SELECT position FROM crm_consumer_position WHERE source = 'other'"),
-               2);
+    crm_test_exec (s_dst, "BEGIN");
+    CHECK_INT (crm_test_value (s_dst, "SELECT crm_consumer_advance ('other', 3)::int"), 1);
+    crm_test_exec (s_dst, "ROLLBACK");
+    CHECK_INT (
+        crm_test_value (s_dst, "SELECT position FROM crm_consumer_position WHERE source = 'other'"),
+        2);
 
     //  A second transaction applying the same position waits for the first,
     //  then finds it taken
-    PGconn *other = s_connect (DST_SCHEMA);
-    s_exec (s_dst, "BEGIN");
-    CHECK_INT (s_value (s_dst, "SELECT crm_consumer_advance ('other', 3)::int"), 1);
+    PGconn *other = crm_test_connect (s_dsn, DST_SCHEMA);
+    crm_test_exec (s_dst, "BEGIN");
+    CHECK_INT (crm_test_value (s_dst, "SELECT crm_consumer_advance ('other', 3)::int"), 1);
     CHECK (PQsendQuery (other, "SELECT crm_consumer_advance ('other', 3)::int") == 1);
     usleep (100 * 1000);
     PQconsumeInput (other);
     CHECK (PQisBusy (other) == 1); //  Waiting for the row
-    s_exec (s_dst, "COMMIT");
+    crm_test_exec (s_dst, "COMMIT");
     PGresult *res = PQgetResult (other);
     CHECK (PQresultStatus (res) == PGRES_TUPLES_OK);
     if (PQresultStatus (res) == PGRES_TUPLES_OK)
@@ -378,11 +248,11 @@ test_advance (void)
     while ((res = PQgetResult (other)))
         PQclear (res);
     //  The same for a source's very first event
-    s_exec (s_dst, "BEGIN");
-    CHECK_INT (s_value (s_dst, "SELECT crm_consumer_advance ('new', 1)::int"), 1);
+    crm_test_exec (s_dst, "BEGIN");
+    CHECK_INT (crm_test_value (s_dst, "SELECT crm_consumer_advance ('new', 1)::int"), 1);
     CHECK (PQsendQuery (other, "SELECT crm_consumer_advance ('new', 1)::int") == 1);
     usleep (100 * 1000);
-    s_exec (s_dst, "COMMIT");
+    crm_test_exec (s_dst, "COMMIT");
     res = PQgetResult (other);
     CHECK (PQresultStatus (res) == PGRES_TUPLES_OK);
     if (PQresultStatus (res) == PGRES_TUPLES_OK)
@@ -393,9 +263,9 @@ test_advance (void)
     PQfinish (other);
 
     //  An operator's resync
-    s_exec (s_dst, "SELECT crm_consumer_reset ('other', 100)");
-    CHECK_INT (s_value (s_dst, "SELECT crm_consumer_advance ('other', 101)::int"), 1);
-    s_exec (s_dst, "DELETE FROM crm_consumer_position");
+    crm_test_exec (s_dst, "SELECT crm_consumer_reset ('other', 100)");
+    CHECK_INT (crm_test_value (s_dst, "SELECT crm_consumer_advance ('other', 101)::int"), 1);
+    crm_test_exec (s_dst, "DELETE FROM crm_consumer_position");
 }
 
 //  --------------------------------------------------------------------------
@@ -439,7 +309,7 @@ test_catch_up_and_restarts (void)
     CHECK_INT (stats.apply_errors, 0);
 
     //  Caught up, it stays put
-    s_run_for (0.3);
+    crm_test_run_for (s_loop, 0.3);
     CHECK_INT (crm_consumer_position (sink.consumer), 3000);
     CHECK (s_applied_once_in_order (3000));
 
@@ -463,8 +333,8 @@ test_catch_up_and_restarts (void)
 static void
 s_kill_consumer_sessions (void)
 {
-    s_exec (s_src, "SELECT pg_terminate_backend (pid) FROM pg_stat_activity "
-                   "WHERE pid <> pg_backend_pid () AND query LIKE '%test_apply%'");
+    crm_test_exec (s_src, "SELECT pg_terminate_backend (pid) FROM pg_stat_activity "
+                          "WHERE pid <> pg_backend_pid () AND query LIKE '%test_apply%'");
 }
 
 static void
@@ -520,7 +390,7 @@ test_live_and_poll (void)
     s_sink_start (&sink, true, 0);
     crm_consumer_set_interval (sink.consumer, 60000); //  Only wake-ups drive it
     CHECK (s_wait_position (sink.consumer, 0, 5));
-    s_run_for (0.2);
+    crm_test_run_for (s_loop, 0.2);
 
     //  The subscription reaches the publisher through the broker in a while:
     //  until then PUB drops, as it may. Wait for the first wake-up.
@@ -555,7 +425,7 @@ test_live_and_poll (void)
     //  and only the poll finds the events
     s_source_stop ();
     s_source_start (false);
-    s_run_for (0.5); //  Whatever the restart disturbed is over
+    crm_test_run_for (s_loop, 0.5); //  Whatever the restart disturbed is over
     crm_consumer_set_interval (sink.consumer, 200);
     int64_t wakeups = s_stats (&sink).wakeups;
     int64_t polls = s_stats (&sink).polls;
@@ -594,7 +464,7 @@ test_source_down (void)
     s_source_stop ();
     int64_t errors = s_stats (&sink).fetch_errors;
     s_emit (200);
-    s_run_for (2.0);
+    crm_test_run_for (s_loop, 2.0);
     CHECK (s_stats (&sink).fetch_errors > errors);
     CHECK_INT (crm_consumer_position (sink.consumer), 100);
     CHECK_INT (s_stored (), 100);
@@ -610,7 +480,7 @@ test_source_down (void)
     s_emit (50);
     s_sink_start (&sink, true, 0);
     crm_consumer_set_interval (sink.consumer, 100);
-    s_run_for (1.0);
+    crm_test_run_for (s_loop, 1.0);
     CHECK_INT (crm_consumer_position (sink.consumer), 300);
     s_source_start (true);
     CHECK (s_wait_position (sink.consumer, 350, 15));
@@ -631,8 +501,8 @@ test_apply_fails (void)
     crm_events_kick (s_source.events);
     //  Event 4 fails twice, in a batch with the events around it (crm_pg
     //  then tries each write of the batch alone: that is the second)
-    s_exec (s_dst, "UPDATE control SET fail_at = 4, fail_times = 2");
-    s_exec (s_dst, "SELECT setval ('fail_seq', 1, false)");
+    crm_test_exec (s_dst, "UPDATE control SET fail_at = 4, fail_times = 2");
+    crm_test_exec (s_dst, "SELECT setval ('fail_seq', 1, false)");
     s_sink_t sink;
     s_sink_start (&sink, true, 0);
     crm_consumer_set_interval (sink.consumer, 100);
@@ -640,21 +510,21 @@ test_apply_fails (void)
     CHECK (s_applied_once_in_order (10));
     crm_consumer_stats_t stats = s_stats (&sink);
     CHECK (stats.apply_errors >= 1);
-    char *log = s_log_text ();
+    char *log = crm_test_file_text (s_log);
     CHECK (strstr (log, "could not apply event 4 of testsrc") != NULL);
     CHECK (strstr (log, "test failure at 4") != NULL);
     free (log);
 
     //  Fails for a while: nothing after it is applied meanwhile
-    s_exec (s_dst, "UPDATE control SET fail_at = 13, fail_times = 1000000");
-    s_exec (s_dst, "SELECT setval ('fail_seq', 1, false)");
+    crm_test_exec (s_dst, "UPDATE control SET fail_at = 13, fail_times = 1000000");
+    crm_test_exec (s_dst, "SELECT setval ('fail_seq', 1, false)");
     s_emit (10);
     crm_events_kick (s_source.events);
-    s_run_for (1.5);
+    crm_test_run_for (s_loop, 1.5);
     CHECK_INT (crm_consumer_position (sink.consumer), 12);
     CHECK_INT (s_stored (), 12);
     CHECK (s_applied_once_in_order (12));
-    s_exec (s_dst, "UPDATE control SET fail_at = 0");
+    crm_test_exec (s_dst, "UPDATE control SET fail_at = 0");
     CHECK (s_wait_position (sink.consumer, 20, 10));
     CHECK (s_applied_once_in_order (20));
     s_sink_stop (&sink);
@@ -671,21 +541,21 @@ test_out_of_range (void)
     s_source_start (true);
     s_emit (5);
     crm_events_kick (s_source.events);
-    s_exec (s_dst, "SELECT crm_consumer_reset ('" SOURCE "', 50)");
+    crm_test_exec (s_dst, "SELECT crm_consumer_reset ('" SOURCE "', 50)");
     s_sink_t sink;
     s_sink_start (&sink, true, 0);
-    s_run_for (1.0);
-    CHECK_INT (s_value (s_dst, "SELECT count(*) FROM applied"), 0);
+    crm_test_run_for (s_loop, 1.0);
+    CHECK_INT (crm_test_value (s_dst, "SELECT count(*) FROM applied"), 0);
     CHECK (s_stats (&sink).fetch_errors > 0);
-    char *log = s_log_text ();
+    char *log = crm_test_file_text (s_log);
     CHECK (strstr (log, "consumer of testsrc must be resynced: GetEvents after position 50 "
                         "answered OUT_OF_RANGE (the source's last position is 5)") != NULL);
     free (log);
     //  The operator's way out: the consumer reads the position again and goes on
-    s_exec (s_dst, "SELECT crm_consumer_reset ('" SOURCE "', 0)");
+    crm_test_exec (s_dst, "SELECT crm_consumer_reset ('" SOURCE "', 0)");
     s_at_t at = {sink.consumer, 5};
-    CHECK (s_run_until (s_at_exactly, &at, 10));
-    log = s_log_text ();
+    CHECK (crm_test_run_until (s_loop, s_at_exactly, &at, 10));
+    log = crm_test_file_text (s_log);
     CHECK (strstr (log, "stored position of testsrc went back from 50 to 0") != NULL);
     free (log);
     CHECK (s_applied_once_in_order (5));
@@ -722,12 +592,12 @@ test_two_instances (void)
     for (int i = 0; i < 20; i++) {
         s_emit (1 + i * 7);
         crm_events_kick (s_source.events);
-        s_run_for (0.02);
+        crm_test_run_for (s_loop, 0.02);
     }
     s_both_t both = {&a, &b, (int64_t) s_emitted};
-    CHECK (s_run_until (s_both_at, &both, 20));
-    s_run_until (s_pg_idle, a.pg, 5);
-    s_run_until (s_pg_idle, b.pg, 5);
+    CHECK (crm_test_run_until (s_loop, s_both_at, &both, 20));
+    crm_test_run_until (s_loop, crm_test_pg_idle, a.pg, 5);
+    crm_test_run_until (s_loop, crm_test_pg_idle, b.pg, 5);
     printf ("  two instances: %lld events, %lld + %lld apply statements committed\n", s_emitted,
             (long long) s_stats (&a).applied, (long long) s_stats (&b).applied);
     CHECK (s_applied_once_in_order (s_emitted));
@@ -762,46 +632,27 @@ static const char *s_dst_sql =
 int
 main (void)
 {
-    //  czmq sets itself up on the first socket; two threads doing that at
-    //  once race, so it is done here before any thread starts
-    zsys_handler_set (NULL);
-    zsys_init ();
-    s_dsn = getenv ("CRM_TEST_DSN");
-    if (!s_dsn || !*s_dsn) {
-        printf ("test_consumer: CRM_TEST_DSN not set, skipping (needs PostgreSQL)\n");
+    crm_test_zsys_init ();
+    s_dsn = crm_test_dsn ("test_consumer");
+    if (!s_dsn)
         return 77;
-    }
     //  CRM_TEST_DEBUG=1 logs at debug level and prints the log at the end
-    s_log = tmpfile ();
-    crm_log_init ("test_consumer", NULL, getenv ("CRM_TEST_DEBUG") ? "debug" : "info", "text");
-    crm_log_set_stream (s_log);
+    s_log = crm_test_log_capture ("test_consumer", getenv ("CRM_TEST_DEBUG") ? "debug" : "info");
 
-    PGconn *admin = PQconnectdb (s_dsn);
-    if (PQstatus (admin) != CONNECTION_OK) {
-        fprintf (stderr, "could not connect: %s", PQerrorMessage (admin));
-        return EXIT_FAILURE;
-    }
-    PQclear (PQexec (admin, "SET client_min_messages = warning"));
-    PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " SRC_SCHEMA " CASCADE"));
-    PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " DST_SCHEMA " CASCADE"));
+    PGconn *admin = crm_test_connect (s_dsn, NULL);
+    crm_test_schema_drop (admin, SRC_SCHEMA);
+    crm_test_schema_drop (admin, DST_SCHEMA);
     CHECK_INT (crm_migrate (s_dsn, SRC_SCHEMA, NULL, 0), 0);
     CHECK_INT (crm_migrate (s_dsn, DST_SCHEMA, NULL, 0), 0);
-    s_src = s_connect (SRC_SCHEMA);
-    s_dst = s_connect (DST_SCHEMA);
-    s_exec (s_dst, s_dst_sql);
+    s_src = crm_test_connect (s_dsn, SRC_SCHEMA);
+    s_dst = crm_test_connect (s_dsn, DST_SCHEMA);
+    crm_test_exec (s_dst, s_dst_sql);
     s_loop = ev_loop_new (EVFLAG_AUTO);
 
-    broker_config_t config;
-    broker_config_defaults (&config);
-    config.endpoint = "tcp://127.0.0.1:*";
-    config.events_in = "tcp://127.0.0.1:*";
-    config.events_out = "tcp://127.0.0.1:*";
-    config.no_worker_ms = 300; //  A source that is away is soon said to be
-    s_broker = broker_new (&config);
-    CHECK (s_broker != NULL);
-    if (s_broker) {
-        pthread_create (&s_broker_thread, NULL, s_broker_run, s_broker);
-        setenv ("CRM_BROKER_ENDPOINT", broker_endpoint (s_broker), 1);
+    crm_test_broker_init (&s_broker, true);
+    s_broker.config.no_worker_ms = 300; //  A source that is away is soon said to be
+    if (crm_test_broker_start (&s_broker) == 0) {
+        setenv ("CRM_BROKER_ENDPOINT", s_broker.endpoint, 1);
 
         RUN (test_advance);
         RUN (test_catch_up_and_restarts);
@@ -812,23 +663,15 @@ main (void)
         RUN (test_out_of_range);
         RUN (test_two_instances);
 
-        broker_stop (s_broker);
-        pthread_join (s_broker_thread, NULL);
-        broker_destroy (&s_broker);
+        crm_test_broker_stop (&s_broker);
     }
     ev_loop_destroy (s_loop);
     PQfinish (s_src);
     PQfinish (s_dst);
-    PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " SRC_SCHEMA " CASCADE"));
-    PQclear (PQexec (admin, "DROP SCHEMA IF EXISTS " DST_SCHEMA " CASCADE"));
+    crm_test_schema_drop (admin, SRC_SCHEMA);
+    crm_test_schema_drop (admin, DST_SCHEMA);
     PQfinish (admin);
-    if (getenv ("CRM_TEST_DEBUG")) {
-        char *log = s_log_text ();
-        fputs (log, stderr);
-        free (log);
-    }
-    crm_log_set_stream (NULL);
-    fclose (s_log);
+    crm_test_log_end (&s_log, getenv ("CRM_TEST_DEBUG") != NULL);
     zsys_shutdown ();
     return TEST_DONE ("test_consumer");
 }

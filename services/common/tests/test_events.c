@@ -9,6 +9,8 @@
 #include "crm_service.h"
 #include "crm_util.h"
 #include "crm_test.h"
+#include "crm_test_broker.h"
+#include "crm_test_kit.h"
 
 //  The broker is compiled into this test: GetEvents goes through a real one
 //  to a real crm_service, and the live fan-out through its XSUB/XPUB
@@ -33,42 +35,6 @@ static FILE *s_log; //  Where crm_log writes, read back by some checks
 
 //  --------------------------------------------------------------------------
 //  Blocking SQL
-
-static PGconn *
-s_connect (void)
-{
-    PGconn *conn = PQconnectdb (s_dsn);
-    if (PQstatus (conn) != CONNECTION_OK) {
-        fprintf (stderr, "could not connect: %s", PQerrorMessage (conn));
-        exit (EXIT_FAILURE);
-    }
-    PQclear (PQexec (conn, "SET search_path = " SCHEMA));
-    return conn;
-}
-
-static void
-s_exec (PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec (conn, sql);
-    if (PQresultStatus (res) != PGRES_COMMAND_OK && PQresultStatus (res) != PGRES_TUPLES_OK)
-        fprintf (stderr, "failed: %s: %s", sql, PQerrorMessage (conn));
-    CHECK (PQresultStatus (res) == PGRES_COMMAND_OK || PQresultStatus (res) == PGRES_TUPLES_OK);
-    PQclear (res);
-}
-
-//  The single value sql returns, as a number; -1 when it fails or is NULL.
-static long long
-s_value (const char *sql)
-{
-    PGresult *res = PQexec (s_admin, sql);
-    long long n = -1;
-    if (PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1 && !PQgetisnull (res, 0, 0))
-        n = atoll (PQgetvalue (res, 0, 0));
-    else if (PQresultStatus (res) != PGRES_TUPLES_OK)
-        fprintf (stderr, "query failed: %s: %s", sql, PQerrorMessage (s_admin));
-    PQclear (res);
-    return n;
-}
 
 //  Position of the event of request_id; -1 when it has none (or is not there).
 static long long
@@ -100,8 +66,8 @@ s_emit (PGconn *conn, const char *topic, const char *json, const char *request_i
 static void
 s_reset (void)
 {
-    s_exec (s_admin, "TRUNCATE crm_outbox RESTART IDENTITY");
-    s_exec (s_admin, "UPDATE crm_event_counter SET last_position = 0");
+    crm_test_exec (s_admin, "TRUNCATE crm_outbox RESTART IDENTITY");
+    crm_test_exec (s_admin, "UPDATE crm_event_counter SET last_position = 0");
 }
 
 //  True when positions 1..n are each held by exactly one event, the counter
@@ -109,72 +75,21 @@ s_reset (void)
 static bool
 s_gapless (long long n)
 {
-    return s_value ("SELECT count(*) FROM crm_outbox") == n &&
-           s_value ("SELECT count(DISTINCT position) FROM crm_outbox") == n &&
-           s_value ("SELECT coalesce (min(position), 0) FROM crm_outbox") == (n > 0 ? 1 : 0) &&
-           s_value ("SELECT coalesce (max(position), 0) FROM crm_outbox") == n &&
-           s_value ("SELECT last_position FROM crm_event_counter") == n;
+    return crm_test_value (s_admin, "SELECT count(*) FROM crm_outbox") == n &&
+           crm_test_value (s_admin, "SELECT count(DISTINCT position) FROM crm_outbox") == n &&
+           crm_test_value (s_admin, "SELECT coalesce (min(position), 0) FROM crm_outbox") ==
+               (n > 0 ? 1 : 0) &&
+           crm_test_value (s_admin, "SELECT coalesce (max(position), 0) FROM crm_outbox") == n &&
+           crm_test_value (s_admin, "SELECT last_position FROM crm_event_counter") == n;
 }
 
 //  --------------------------------------------------------------------------
 //  The loop
 
-static void
-s_tick_cb (struct ev_loop *loop, ev_timer *watcher, int revents)
-{
-    (void) loop;
-    (void) watcher;
-    (void) revents;
-}
-
-//  Runs the loop until cond (arg) holds or timeout seconds pass; true if it held.
-static bool
-s_run_until (bool (*cond) (void *), void *arg, double timeout)
-{
-    ev_timer tick;
-    ev_timer_init (&tick, s_tick_cb, 0.001, 0.001);
-    ev_timer_start (s_loop, &tick);
-    ev_now_update (s_loop);
-    double deadline = ev_now (s_loop) + timeout;
-    bool held;
-    while (!(held = cond (arg)) && ev_now (s_loop) < deadline)
-        ev_run (s_loop, EVRUN_ONCE);
-    ev_timer_stop (s_loop, &tick);
-    return held;
-}
-
-static bool
-s_never (void *arg)
-{
-    (void) arg;
-    return false;
-}
-
-static void
-s_run_for (double seconds)
-{
-    s_run_until (s_never, NULL, seconds);
-}
-
-static bool
-s_connected (void *arg)
-{
-    return crm_pg_connected ((crm_pg_t *) arg);
-}
-
-static bool
-s_pg_idle (void *arg)
-{
-    return crm_pg_pending ((crm_pg_t *) arg) == 0;
-}
-
 static crm_pg_t *
 s_pg_new (void)
 {
-    crm_pg_t *pg = crm_pg_new (s_loop, s_dsn, SCHEMA);
-    CHECK (pg != NULL);
-    CHECK (s_run_until (s_connected, pg, 10));
-    return pg;
+    return crm_test_pg_new (s_loop, s_dsn, SCHEMA);
 }
 
 typedef struct {
@@ -194,21 +109,7 @@ static bool
 s_wait_positioned (crm_events_t *events, int64_t want)
 {
     s_positioned_t p = {events, want};
-    return s_run_until (s_positioned, &p, 10);
-}
-
-//  Reads the log written so far; caller frees.
-static char *
-s_log_text (void)
-{
-    fflush (s_log);
-    long size = ftell (s_log);
-    char *text = calloc (1, (size_t) size + 1);
-    rewind (s_log);
-    size_t got = fread (text, 1, (size_t) size, s_log);
-    text[got] = '\0';
-    fseek (s_log, 0, SEEK_END);
-    return text;
+    return crm_test_run_until (s_loop, s_positioned, &p, 10);
 }
 
 //  --------------------------------------------------------------------------
@@ -222,54 +123,58 @@ test_commit_order (void)
     crm_events_t *events = crm_events_new (s_loop, pg, SERVICE, NULL);
     CHECK (events != NULL);
     crm_events_set_interval (events, 60000); //  Only kicks run it here
-    PGconn *t1 = s_connect ();
-    PGconn *t2 = s_connect ();
+    PGconn *t1 = crm_test_connect (s_dsn, SCHEMA);
+    PGconn *t2 = crm_test_connect (s_dsn, SCHEMA);
 
     //  T1 emits first but commits last
-    s_exec (t1, "BEGIN");
+    crm_test_exec (t1, "BEGIN");
     s_emit (t1, "test.Money", "{\"minorUnits\": 1}", "t1");
-    s_exec (t2, "BEGIN");
+    crm_test_exec (t2, "BEGIN");
     s_emit (t2, "test.Money", "{\"minorUnits\": 2}", "t2");
-    s_exec (t2, "COMMIT");
+    crm_test_exec (t2, "COMMIT");
     //  T1 took id 1, T2 id 2; only T2's is visible so far
-    CHECK_INT (s_value ("SELECT id FROM crm_outbox WHERE request_id = 't2'"), 2);
-    CHECK_INT (s_value ("SELECT count(*) FROM crm_outbox"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT id FROM crm_outbox WHERE request_id = 't2'"), 2);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM crm_outbox"), 1);
 
     crm_events_kick (events);
     CHECK (s_wait_positioned (events, 1));
     CHECK_INT (s_position_of ("t2"), 1);
-    CHECK_INT (s_value ("SELECT last_position FROM crm_event_counter"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT last_position FROM crm_event_counter"), 1);
 
     //  Sequencing again while T1 is open changes nothing: it is invisible
     crm_events_kick (events);
-    s_run_until (s_pg_idle, pg, 5);
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5);
     CHECK_INT (crm_events_positioned (events), 1);
 
-    s_exec (t1, "COMMIT");
+    crm_test_exec (t1, "COMMIT");
     crm_events_kick (events);
     CHECK (s_wait_positioned (events, 2));
     CHECK_INT (s_position_of ("t1"), 2);
-    CHECK_INT (s_value ("SELECT id FROM crm_outbox WHERE request_id = 't1'"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT id FROM crm_outbox WHERE request_id = 't1'"), 1);
     CHECK (s_gapless (2));
 
     //  Rolled-back events never get a position, and leave no gap
-    s_exec (t1, "BEGIN");
+    crm_test_exec (t1, "BEGIN");
     s_emit (t1, "test.Money", "{}", "aborted-1");
-    s_exec (t2, "BEGIN");
+    crm_test_exec (t2, "BEGIN");
     s_emit (t2, "test.Money", "{}", "aborted-2");
     s_emit (t2, "test.Money", "{}", "t2-later");
     crm_events_kick (events); //  While both are open
-    s_run_until (s_pg_idle, pg, 5);
-    s_exec (t1, "ROLLBACK");
-    s_exec (t2, "ROLLBACK");
-    s_exec (t2, "BEGIN");
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5);
+    crm_test_exec (t1, "ROLLBACK");
+    crm_test_exec (t2, "ROLLBACK");
+    crm_test_exec (t2, "BEGIN");
     s_emit (t2, "test.Money", "{}", "t3");
-    s_exec (t2, "COMMIT");
+    crm_test_exec (t2, "COMMIT");
     crm_events_kick (events);
     CHECK (s_wait_positioned (events, 3));
-    s_run_until (s_pg_idle, pg, 5);
-    CHECK_INT (s_value ("SELECT count(*) FROM crm_outbox WHERE request_id LIKE 'aborted%'"), 0);
-    CHECK_INT (s_value ("SELECT count(*) FROM crm_outbox WHERE request_id = 't2-later'"), 0);
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5);
+    CHECK_INT (crm_test_value (s_admin,
+                               "SELECT count(*) FROM crm_outbox WHERE request_id LIKE 'aborted%'"),
+               0);
+    CHECK_INT (
+        crm_test_value (s_admin, "SELECT count(*) FROM crm_outbox WHERE request_id = 't2-later'"),
+        0);
     CHECK_INT (s_position_of ("t3"), 3);
     CHECK_INT (crm_events_positioned (events), 3);
     CHECK (s_gapless (3));
@@ -294,7 +199,7 @@ test_commit_order (void)
     crm_events_destroy (&events);
     crm_events_destroy (&events);
     CHECK (events == NULL);
-    s_run_until (s_pg_idle, pg, 5);
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5);
     CHECK_INT (s_position_of ("in-flight"), 5);
 
     PQfinish (t1);
@@ -380,15 +285,15 @@ test_concurrent_sequencers (void)
         pthread_create (&threads[i], NULL, s_writer_run, &writers[i]);
     }
     s_pair_t pair = {a, b, (int64_t) WRITERS * EVENTS_PER_WRITE};
-    bool done = s_run_until (s_pair_done, &pair, 60);
+    bool done = crm_test_run_until (s_loop, s_pair_done, &pair, 60);
     go = 0;
     for (int i = 0; i < WRITERS; i++) {
         pthread_join (threads[i], NULL);
         CHECK_INT (writers[i].failures, 0);
     }
     CHECK (done);
-    s_run_until (s_pg_idle, pg_a, 5);
-    s_run_until (s_pg_idle, pg_b, 5);
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg_a, 5);
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg_b, 5);
 
     long long n = (long long) WRITERS * EVENTS_PER_WRITE;
     printf ("  two sequencers positioned %lld + %lld of %lld events\n",
@@ -397,11 +302,12 @@ test_concurrent_sequencers (void)
     CHECK (s_gapless (n));
     //  One writer's events are in the order it emitted them: its transactions
     //  committed one after the other
-    CHECK_INT (
-        s_value ("SELECT count(*) FROM (SELECT position, lag (position) OVER "
-                 "(PARTITION BY split_part (request_id, '-', 1) ORDER BY request_id) AS prev "
-                 "FROM crm_outbox) x WHERE prev > position"),
-        0);
+    CHECK_INT (crm_test_value (
+                   s_admin,
+                   "SELECT count(*) FROM (SELECT position, lag (position) OVER "
+                   "(PARTITION BY split_part (request_id, '-', 1) ORDER BY request_id) AS prev "
+                   "FROM crm_outbox) x WHERE prev > position"),
+               0);
 
     crm_events_destroy (&a);
     crm_events_destroy (&b);
@@ -412,32 +318,7 @@ test_concurrent_sequencers (void)
 //  --------------------------------------------------------------------------
 //  GetEvents through a real broker and crm_service; the live fan-out
 
-static broker_t *s_broker;
-static pthread_t s_broker_thread;
-
-static void *
-s_broker_run (void *arg)
-{
-    broker_run (arg);
-    return NULL;
-}
-
-//  The proto service the test serves: one rpc, GetEvents
-static const ProtobufCMethodDescriptor s_test_methods[] = {
-    {"GetEvents", &crm__v1__get_events_request__descriptor,
-     &crm__v1__get_events_response__descriptor},
-};
-static const unsigned s_test_method_index[] = {0};
-static const ProtobufCServiceDescriptor s_test_service = {
-    PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC,
-    "crm.v1.EventsTest",
-    "EventsTest",
-    "Crm__V1__EventsTest",
-    "crm.v1",
-    1,
-    s_test_methods,
-    s_test_method_index,
-};
+static crm_test_broker_t s_broker;
 
 typedef struct {
     crm_events_t *events; //  Answers GetEvents
@@ -514,7 +395,7 @@ s_get_events (crm_mdp_client_t *client, int64_t after, uint32_t limit,
     if (crm_mdp_client_send (client, SERVICE, &body) != 0)
         return -1;
     s_waiting_t waiting = {client, NULL};
-    if (!s_run_until (s_reply_came, &waiting, 10))
+    if (!crm_test_run_until (s_loop, s_reply_came, &waiting, 10))
         return -1;
     Crm__V1__Status *status;
     zframe_t *payload;
@@ -607,7 +488,7 @@ s_collect (s_collect_t *collect, void *sub, const char *prefix, int want, double
     collect->count = 0;
     collect->prefix = prefix;
     collect->want = want;
-    s_run_until (s_collected, collect, seconds);
+    crm_test_run_until (s_loop, s_collected, collect, seconds);
 }
 
 //  A broker on its own thread, a crm_service answering GetEvents on the
@@ -623,33 +504,22 @@ static int
 s_stack_start (s_stack_t *stack)
 {
     memset (stack, 0, sizeof *stack);
-    broker_config_t config;
-    broker_config_defaults (&config);
-    config.endpoint = "tcp://127.0.0.1:*";
-    config.events_in = "tcp://127.0.0.1:*";
-    config.events_out = "tcp://127.0.0.1:*";
-    config.no_worker_ms = 5000;
-    s_broker = broker_new (&config);
-    CHECK (s_broker != NULL);
-    if (!s_broker)
+    crm_test_broker_init (&s_broker, true);
+    s_broker.config.no_worker_ms = 5000;
+    if (crm_test_broker_start (&s_broker) != 0)
         return -1;
-    pthread_create (&s_broker_thread, NULL, s_broker_run, s_broker);
 
     stack->server.pg = s_pg_new ();
     crm_pg_prepare (stack->server.pg, "fail", "SELECT 1 / 0", 0);
     stack->server.events =
-        crm_events_new (s_loop, stack->server.pg, SERVICE, broker_events_in (s_broker));
+        crm_events_new (s_loop, stack->server.pg, SERVICE, broker_events_in (s_broker.broker));
     CHECK (stack->server.events != NULL);
     crm_events_set_interval (stack->server.events, 60000); //  Only kicks run it here
 
-    static const crm_config_var_t vars[] = {CRM_SERVICE_CONFIG_VARS, {NULL, NULL, NULL}};
-    setenv ("CRM_BROKER_ENDPOINT", broker_endpoint (s_broker), 1);
-    stack->config = crm_config_new ("test_events", "test", vars);
-    static const crm_method_t methods[] = {{"GetEvents", s_handle_get}, {NULL, NULL}};
+    setenv ("CRM_BROKER_ENDPOINT", s_broker.endpoint, 1);
     stack->service =
-        crm_service_new (s_loop, stack->config, SERVICE, &s_test_service, methods, &stack->server);
-    CHECK (stack->service != NULL);
-    stack->client = crm_mdp_client_new (broker_endpoint (s_broker));
+        crm_test_events_service_new (s_loop, SERVICE, s_handle_get, &stack->server, &stack->config);
+    stack->client = crm_mdp_client_new (s_broker.endpoint);
     CHECK (stack->client != NULL);
     return stack->service && stack->client ? 0 : -1;
 }
@@ -663,11 +533,7 @@ s_stack_stop (s_stack_t *stack)
     crm_pg_destroy (&stack->server.pg);
     crm_service_destroy (&stack->service);
     crm_config_destroy (&stack->config);
-    if (s_broker) {
-        broker_stop (s_broker);
-        pthread_join (s_broker_thread, NULL);
-        broker_destroy (&s_broker);
-    }
+    crm_test_broker_stop (&s_broker);
 }
 
 static void
@@ -686,8 +552,8 @@ test_get_and_live (void)
 
     //  250 events with Money payloads, one of a type that does not exist, one
     //  whose JSON is not a Money
-    PGconn *conn = s_connect ();
-    s_exec (conn, "BEGIN");
+    PGconn *conn = crm_test_connect (s_dsn, SCHEMA);
+    crm_test_exec (conn, "BEGIN");
     for (int i = 1; i <= 252; i++) {
         char rid[32], json[64];
         snprintf (rid, sizeof rid, "r%d", i);
@@ -699,7 +565,7 @@ test_get_and_live (void)
         else
             s_emit (conn, "test.Money", json, rid);
     }
-    s_exec (conn, "COMMIT");
+    crm_test_exec (conn, "COMMIT");
     crm_events_kick (server->events);
     CHECK (s_wait_positioned (server->events, 252));
 
@@ -728,7 +594,7 @@ test_get_and_live (void)
         CHECK_INT (response->events[99]->payload.len, 0);
         crm__v1__get_events_response__free_unpacked (response, NULL);
     }
-    char *log = s_log_text ();
+    char *log = crm_test_file_text (s_log);
     CHECK (strstr (log, "no message type crm.v1.NoSuchEvent") != NULL);
     CHECK (strstr (log, "could not convert event 101 of topic \"test.Money\"") != NULL);
     free (log);
@@ -771,7 +637,7 @@ test_get_and_live (void)
 
     //  The live fan-out: subscribe, then wait until the subscription reached
     //  the publisher (until then PUB drops, as it may)
-    zsock_t *sub = zsock_new_sub (broker_events_out (s_broker), "test.");
+    zsock_t *sub = zsock_new_sub (broker_events_out (s_broker.broker), "test.");
     CHECK (sub != NULL);
     s_collect_t collect = {0};
     for (int i = 0; i < 100 && collect.count == 0; i++) {
@@ -782,17 +648,17 @@ test_get_and_live (void)
         s_collect (&collect, sub, "probe-", 1, 0.05);
     }
     CHECK (collect.count > 0);
-    s_run_until (s_pg_idle, pg, 5);
-    s_run_for (0.1);
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5);
+    crm_test_run_for (s_loop, 0.1);
     while (s_live_recv (zsock_resolve (sub), &collect.got[0]) == 0)
         ;
 
     //  Newly sequenced events arrive as [topic][payload][position][request_id]
-    s_exec (conn, "BEGIN");
+    crm_test_exec (conn, "BEGIN");
     s_emit (conn, "test.Money", "{\"minorUnits\": 7}", "live-1");
     s_emit (conn, "test.Money", "{\"minorUnits\": 8}", "live-2");
     s_emit (conn, "test.NoSuchEvent", "{}", "live-3");
-    s_exec (conn, "COMMIT");
+    crm_test_exec (conn, "COMMIT");
     crm_events_kick (server->events);
     s_collect (&collect, zsock_resolve (sub), "live-", 3, 5);
     CHECK_INT (collect.count, 3);
@@ -811,11 +677,11 @@ test_get_and_live (void)
     //  A read failing in the sequencer's segment rolls its sequencing back
     //  after its result came: GetEvents must not see those positions, and
     //  they must not go out live; sequenced again, they go out once
-    long long last = s_value ("SELECT last_position FROM crm_event_counter");
-    s_exec (conn, "BEGIN");
+    long long last = crm_test_value (s_admin, "SELECT last_position FROM crm_event_counter");
+    crm_test_exec (conn, "BEGIN");
     s_emit (conn, "test.Money", "{\"minorUnits\": 11}", "hazard-1");
     s_emit (conn, "test.Money", "{\"minorUnits\": 12}", "hazard-2");
-    s_exec (conn, "COMMIT");
+    crm_test_exec (conn, "COMMIT");
     int64_t positioned = crm_events_positioned (server->events);
     int failed = s_failed_reads;
     server->hazard = true;
@@ -827,7 +693,7 @@ test_get_and_live (void)
         CHECK_INT (response->last_position, last);
         crm__v1__get_events_response__free_unpacked (response, NULL);
     }
-    s_run_until (s_pg_idle, pg, 5);
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5);
     CHECK_INT (s_position_of ("hazard-1"), -1);
     s_collect (&collect, zsock_resolve (sub), "hazard-", 1, 0.2);
     CHECK_INT (collect.count, 0);
@@ -854,10 +720,10 @@ test_get_and_live (void)
 
     //  Trimming keeps a suffix of the log, always with the newest event;
     //  a consumer behind it is told to resync
-    s_exec (s_admin, "UPDATE crm_outbox SET created_at = now() - interval '2 days' "
-                     "WHERE position <= 200");
-    CHECK_INT (s_value ("SELECT crm_events_trim ('1 day')"), 200);
-    CHECK_INT (s_value ("SELECT min(position) FROM crm_outbox"), 201);
+    crm_test_exec (s_admin, "UPDATE crm_outbox SET created_at = now() - interval '2 days' "
+                            "WHERE position <= 200");
+    CHECK_INT (crm_test_value (s_admin, "SELECT crm_events_trim ('1 day')"), 200);
+    CHECK_INT (crm_test_value (s_admin, "SELECT min(position) FROM crm_outbox"), 201);
     CHECK_INT (s_get_events (client, 0, 10, &response), CRM__V1__STATUS_CODE__STATUS_OUT_OF_RANGE);
     if (response) {
         CHECK_INT (response->last_position, last);
@@ -874,11 +740,11 @@ test_get_and_live (void)
         CHECK_INT (response->events[0]->position, 201);
         crm__v1__get_events_response__free_unpacked (response, NULL);
     }
-    s_exec (s_admin, "UPDATE crm_outbox SET created_at = now() - interval '2 days'");
-    CHECK_INT (s_value ("SELECT crm_events_trim ('1 day')"), last - 201);
-    CHECK_INT (s_value ("SELECT count(*) FROM crm_outbox"), 1);
-    CHECK_INT (s_value ("SELECT position FROM crm_outbox"), last);
-    CHECK_INT (s_value ("SELECT crm_events_trim ('1 day')"), 0);
+    crm_test_exec (s_admin, "UPDATE crm_outbox SET created_at = now() - interval '2 days'");
+    CHECK_INT (crm_test_value (s_admin, "SELECT crm_events_trim ('1 day')"), last - 201);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM crm_outbox"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT position FROM crm_outbox"), last);
+    CHECK_INT (crm_test_value (s_admin, "SELECT crm_events_trim ('1 day')"), 0);
     CHECK_INT (s_get_events (client, last - 1, 10, &response), 0);
     if (response) {
         CHECK_INT (response->n_events, 1);
@@ -909,9 +775,9 @@ test_get_and_live (void)
     if (response)
         crm__v1__get_events_response__free_unpacked (response, NULL);
     CHECK (server->events == NULL);
-    s_run_until (s_pg_idle, pg, 5);
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5);
     CHECK_INT (s_position_of ("at-destroy"), last + 2);
-    CHECK (s_value ("SELECT last_position FROM crm_event_counter") == last + 2);
+    CHECK (crm_test_value (s_admin, "SELECT last_position FROM crm_event_counter") == last + 2);
 
     zsock_destroy (&sub);
     PQfinish (conn);
@@ -932,8 +798,8 @@ s_measure (const char *what, const char *publish_endpoint)
               "SELECT crm_event_emit ('test.Money', jsonb_build_object ('minorUnits', i, "
               "'currency', 'EUR'), 'bench-' || i) FROM generate_series (1, %d) i",
               BACKLOG);
-    s_exec (s_admin, sql);
-    s_exec (s_admin, "VACUUM ANALYZE crm_outbox");
+    crm_test_exec (s_admin, sql);
+    crm_test_exec (s_admin, "VACUUM ANALYZE crm_outbox");
     crm_pg_t *pg = s_pg_new ();
     crm_events_t *events = crm_events_new (s_loop, pg, SERVICE, publish_endpoint);
     crm_events_set_interval (events, 60000);
@@ -941,8 +807,8 @@ s_measure (const char *what, const char *publish_endpoint)
     int64_t start = crm_mono_ms ();
     crm_events_kick (events);
     s_positioned_t p = {events, BACKLOG};
-    CHECK (s_run_until (s_positioned, &p, 120));
-    s_run_until (s_pg_idle, pg, 10);
+    CHECK (crm_test_run_until (s_loop, s_positioned, &p, 120));
+    crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10);
     int64_t elapsed = crm_mono_ms () - start;
     CHECK (s_gapless (BACKLOG));
     printf ("  sequencer, batches of 1000, %s: %d events in %lld ms, %.0f events/s\n", what,
@@ -997,26 +863,14 @@ test_throughput (void)
 int
 main (void)
 {
-    //  czmq sets itself up on the first socket; two threads doing that at
-    //  once race, so it is done here before any thread starts
-    zsys_handler_set (NULL);
-    zsys_init ();
-    s_dsn = getenv ("CRM_TEST_DSN");
-    if (!s_dsn || !*s_dsn) {
-        printf ("test_events: CRM_TEST_DSN not set, skipping (needs PostgreSQL)\n");
+    crm_test_zsys_init ();
+    s_dsn = crm_test_dsn ("test_events");
+    if (!s_dsn)
         return 77;
-    }
-    s_log = tmpfile ();
-    crm_log_init ("test_events", NULL, "info", "text");
-    crm_log_set_stream (s_log);
+    s_log = crm_test_log_capture ("test_events", "info");
 
-    s_admin = PQconnectdb (s_dsn);
-    if (PQstatus (s_admin) != CONNECTION_OK) {
-        fprintf (stderr, "could not connect: %s", PQerrorMessage (s_admin));
-        return EXIT_FAILURE;
-    }
-    PQclear (PQexec (s_admin, "SET client_min_messages = warning"));
-    PQclear (PQexec (s_admin, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
+    s_admin = crm_test_connect (s_dsn, NULL);
+    crm_test_schema_drop (s_admin, SCHEMA);
     CHECK_INT (crm_migrate (s_dsn, SCHEMA, NULL, 0), 0);
     PQclear (PQexec (s_admin, "SET search_path = " SCHEMA));
     s_loop = ev_loop_new (EVFLAG_AUTO);
@@ -1027,10 +881,9 @@ main (void)
     RUN (test_throughput);
 
     ev_loop_destroy (s_loop);
-    PQclear (PQexec (s_admin, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
+    crm_test_schema_drop (s_admin, SCHEMA);
     PQfinish (s_admin);
-    crm_log_set_stream (NULL);
-    fclose (s_log);
+    crm_test_log_end (&s_log, false);
     zsys_shutdown ();
     return TEST_DONE ("test_events");
 }

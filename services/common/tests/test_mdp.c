@@ -4,6 +4,7 @@
 #include "crm_proto.h"
 #include "crm_util.h"
 #include "crm_test.h"
+#include "crm_test_broker.h"
 
 //  The broker is compiled into this test so client and worker meet the real
 //  one in-process, and can watch it restart
@@ -17,69 +18,15 @@
 #include <zmq.h>
 
 #define HEARTBEAT_MS 100
-#define FRAMES_MAX   16
 
 static void *s_ctx;
 
-typedef struct {
-    int n;
-    zmq_msg_t parts[FRAMES_MAX];
-} s_msg_t;
-
-static void
-s_msg_close (s_msg_t *msg)
-{
-    for (int i = 0; i < msg->n; i++)
-        zmq_msg_close (&msg->parts[i]);
-    msg->n = 0;
-}
-
-static int
-s_recv_msg (void *socket, s_msg_t *msg, int timeout_ms)
-{
-    msg->n = 0;
-    zmq_pollitem_t item = {socket, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll (&item, 1, timeout_ms) <= 0)
-        return -1;
-    while (true) {
-        zmq_msg_t part;
-        zmq_msg_init (&part);
-        if (zmq_msg_recv (&part, socket, 0) < 0) {
-            zmq_msg_close (&part);
-            s_msg_close (msg);
-            return -1;
-        }
-        bool more = zmq_msg_more (&part);
-        if (msg->n < FRAMES_MAX) {
-            zmq_msg_init (&msg->parts[msg->n]);
-            zmq_msg_move (&msg->parts[msg->n++], &part);
-        }
-        zmq_msg_close (&part);
-        if (!more)
-            break;
-    }
-    return 0;
-}
-
-static bool
-s_part_is (s_msg_t *msg, int index, const void *data, size_t size)
-{
-    return index < msg->n && zmq_msg_size (&msg->parts[index]) == size &&
-           memcmp (zmq_msg_data (&msg->parts[index]), data, size) == 0;
-}
-
-static bool
-s_part_str (s_msg_t *msg, int index, const char *text)
-{
-    return s_part_is (msg, index, text, strlen (text));
-}
-
 //  Worker command of a message received by a ROUTER: [id][""][MDPW01][cmd]...
 static int
-s_command (s_msg_t *msg)
+s_command (crm_test_msg_t *msg)
 {
-    if (msg->n < 4 || !s_part_str (msg, 1, "") || !s_part_str (msg, 2, CRM_MDPW) ||
-        zmq_msg_size (&msg->parts[3]) != 1)
+    if (msg->n < 4 || !crm_test_msg_part_str (msg, 1, "") ||
+        !crm_test_msg_part_str (msg, 2, CRM_MDPW) || zmq_msg_size (&msg->parts[3]) != 1)
         return -1;
     return *(const uint8_t *) zmq_msg_data (&msg->parts[3]);
 }
@@ -136,12 +83,12 @@ s_handler (crm_mdp_worker_t *worker, zframe_t *client, zmsg_t *body, void *arg)
 
 //  Runs the loop until the ROUTER has a message (0) or ms pass (-1)
 static int
-s_spin_recv (struct ev_loop *loop, void *router, s_msg_t *msg, int ms)
+s_spin_recv (struct ev_loop *loop, void *router, crm_test_msg_t *msg, int ms)
 {
     int64_t deadline = crm_mono_ms () + ms;
     while (crm_mono_ms () < deadline) {
         ev_run (loop, EVRUN_NOWAIT);
-        if (s_recv_msg (router, msg, 5) == 0)
+        if (crm_test_msg_recv (router, msg, 5) == 0)
             return 0;
     }
     return -1;
@@ -149,7 +96,7 @@ s_spin_recv (struct ev_loop *loop, void *router, s_msg_t *msg, int ms)
 
 //  Waits for a command from the worker, skipping heartbeats unless asked for
 static int
-s_spin_command (struct ev_loop *loop, void *router, s_msg_t *msg, int command, int ms)
+s_spin_command (struct ev_loop *loop, void *router, crm_test_msg_t *msg, int command, int ms)
 {
     int64_t deadline = crm_mono_ms () + ms;
     while (crm_mono_ms () < deadline) {
@@ -157,7 +104,7 @@ s_spin_command (struct ev_loop *loop, void *router, s_msg_t *msg, int command, i
             return -1;
         if (s_command (msg) == command)
             return 0;
-        s_msg_close (msg);
+        crm_test_msg_close (msg);
     }
     return -1;
 }
@@ -204,19 +151,19 @@ test_worker_protocol (void)
     crm_mdp_worker_set_maxmsgsize (worker, 4096);
 
     //  READY announces the capacity
-    s_msg_t ready;
+    crm_test_msg_t ready;
     CHECK (s_spin_command (loop, router, &ready, CRM_MDPW_READY, 1000) == 0);
     CHECK_INT (ready.n, 6);
-    CHECK (s_part_str (&ready, 4, "fake"));
-    CHECK (s_part_str (&ready, 5, "capacity=3"));
+    CHECK (crm_test_msg_part_str (&ready, 4, "fake"));
+    CHECK (crm_test_msg_part_str (&ready, 5, "capacity=3"));
     zmq_msg_t *id = &ready.parts[0];
 
     //  Heartbeats follow, about one an interval
-    s_msg_t msg;
+    crm_test_msg_t msg;
     int64_t start = crm_mono_ms ();
     CHECK (s_spin_command (loop, router, &msg, CRM_MDPW_HEARTBEAT, 1000) == 0);
     CHECK (crm_mono_ms () - start <= HEARTBEAT_MS * 2);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
 
     //  A request reaches the handler; the reply echoes the client address
     const void *data[4] = {"ADDR", "", "Echo", "payload"};
@@ -224,12 +171,12 @@ test_worker_protocol (void)
     s_to_worker (router, id, CRM_MDPW_REQUEST, 4, data, sizes);
     CHECK (s_spin_command (loop, router, &msg, CRM_MDPW_REPLY, 1000) == 0);
     CHECK_INT (msg.n, 8);
-    CHECK (s_part_str (&msg, 4, "ADDR"));
-    CHECK (s_part_str (&msg, 5, ""));
-    CHECK (s_part_str (&msg, 6, "Echo"));
-    CHECK (s_part_str (&msg, 7, "payload"));
-    CHECK (s_part_is (&msg, 0, zmq_msg_data (id), zmq_msg_size (id)));
-    s_msg_close (&msg);
+    CHECK (crm_test_msg_part_str (&msg, 4, "ADDR"));
+    CHECK (crm_test_msg_part_str (&msg, 5, ""));
+    CHECK (crm_test_msg_part_str (&msg, 6, "Echo"));
+    CHECK (crm_test_msg_part_str (&msg, 7, "payload"));
+    CHECK (crm_test_msg_part_is (&msg, 0, zmq_msg_data (id), zmq_msg_size (id)));
+    crm_test_msg_close (&msg);
     CHECK_INT (handler.calls, 1);
     CHECK_INT (crm_mdp_worker_in_flight (worker), 0);
 
@@ -248,7 +195,7 @@ test_worker_protocol (void)
     CHECK_INT (handler.calls, 1);
 
     //  A silent broker makes the worker start over: READY on a new connection
-    s_msg_close (&ready);
+    crm_test_msg_close (&ready);
     start = crm_mono_ms ();
     CHECK (s_spin_command (loop, router, &ready, CRM_MDPW_READY, 2000) == 0);
     int64_t silent = crm_mono_ms () - start;
@@ -259,11 +206,11 @@ test_worker_protocol (void)
     //  DISCONNECT from the broker: again, at once
     s_to_worker (router, id, CRM_MDPW_DISCONNECT, 0, NULL, NULL);
     start = crm_mono_ms ();
-    s_msg_t again;
+    crm_test_msg_t again;
     CHECK (s_spin_command (loop, router, &again, CRM_MDPW_READY, 1000) == 0);
     CHECK (crm_mono_ms () - start < HEARTBEAT_MS);
-    CHECK (!s_part_is (&again, 0, zmq_msg_data (id), zmq_msg_size (id)));
-    s_msg_close (&ready);
+    CHECK (!crm_test_msg_part_is (&again, 0, zmq_msg_data (id), zmq_msg_size (id)));
+    crm_test_msg_close (&ready);
     id = &again.parts[0];
 
     //  Held requests count as in flight; stop says DISCONNECT, refuses new
@@ -279,11 +226,11 @@ test_worker_protocol (void)
     CHECK_INT (crm_mdp_worker_in_flight (worker), 1);
     crm_mdp_worker_stop (worker);
     CHECK (s_spin_command (loop, router, &msg, CRM_MDPW_DISCONNECT, 1000) == 0);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     held_data[0] = "C2";
     s_to_worker (router, id, CRM_MDPW_REQUEST, 5, held_data, held_sizes);
     CHECK (s_spin_command (loop, router, &msg, CRM_MDPW_REPLY, 1000) == 0);
-    CHECK (s_part_str (&msg, 4, "C2"));
+    CHECK (crm_test_msg_part_str (&msg, 4, "C2"));
     zmsg_t *refusal = zmsg_new ();
     for (int i = 6; i < msg.n; i++)
         zmsg_addmem (refusal, zmq_msg_data (&msg.parts[i]), zmq_msg_size (&msg.parts[i]));
@@ -291,22 +238,22 @@ test_worker_protocol (void)
     CHECK_INT (s_reply_code (refusal, rid, sizeof rid), 14);
     CHECK_STR (rid, "rid-after-stop");
     zmsg_destroy (&refusal);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     CHECK_INT (handler.calls, 1 + 1);
     CHECK_INT (crm_mdp_worker_in_flight (worker), 1);
     //  While a request is held the worker keeps heartbeating
     CHECK (s_spin_command (loop, router, &msg, CRM_MDPW_HEARTBEAT, 1000) == 0);
-    s_msg_close (&msg);
+    crm_test_msg_close (&msg);
     crm_mdp_worker_reply (worker, &handler.client[0], &handler.body[0]);
     CHECK (handler.client[0] == NULL && handler.body[0] == NULL);
     CHECK (s_spin_command (loop, router, &msg, CRM_MDPW_REPLY, 1000) == 0);
-    CHECK (s_part_str (&msg, 4, "C1"));
-    s_msg_close (&msg);
+    CHECK (crm_test_msg_part_str (&msg, 4, "C1"));
+    crm_test_msg_close (&msg);
     CHECK_INT (crm_mdp_worker_in_flight (worker), 0);
     //  A stopped worker does not start over when the broker goes quiet
     CHECK (s_spin_command (loop, router, &msg, CRM_MDPW_READY, HEARTBEAT_MS * 5) != 0);
     zframe_destroy (&meta_frame);
-    s_msg_close (&again);
+    crm_test_msg_close (&again);
 
     crm_mdp_worker_destroy (&worker);
     crm_mdp_worker_destroy (&worker);
@@ -316,12 +263,12 @@ test_worker_protocol (void)
     worker = crm_mdp_worker_new (loop, endpoint, "plain", 1, s_handler, &handler);
     CHECK (s_spin_command (loop, router, &ready, CRM_MDPW_READY, 1000) == 0);
     CHECK_INT (ready.n, 5); //  Capacity 1: plain MDP, no extra frame
-    s_msg_close (&ready);
+    crm_test_msg_close (&ready);
     crm_mdp_worker_destroy (&worker);
     bool disconnected = false;
-    while (!disconnected && s_recv_msg (router, &msg, 1000) == 0) {
+    while (!disconnected && crm_test_msg_recv (router, &msg, 1000) == 0) {
         disconnected = s_command (&msg) == CRM_MDPW_DISCONNECT;
-        s_msg_close (&msg);
+        crm_test_msg_close (&msg);
     }
     CHECK (disconnected);
 
@@ -332,42 +279,7 @@ test_worker_protocol (void)
 //  --------------------------------------------------------------------------
 //  Against the real broker: an echo worker on its own thread and loop
 
-static broker_t *s_broker;
-static pthread_t s_broker_thread;
-static char s_endpoint[256];
-
-static void *
-s_broker_run (void *arg)
-{
-    broker_run (arg);
-    return NULL;
-}
-
-static void
-s_broker_start (const char *endpoint)
-{
-    broker_config_t config;
-    broker_config_defaults (&config);
-    config.endpoint = endpoint;
-    config.events_in = NULL;
-    config.events_out = NULL;
-    config.heartbeat_ms = HEARTBEAT_MS;
-    config.no_worker_ms = 300;
-    s_broker = broker_new (&config);
-    CHECK (s_broker != NULL);
-    if (!s_broker)
-        exit (EXIT_FAILURE);
-    snprintf (s_endpoint, sizeof s_endpoint, "%s", broker_endpoint (s_broker));
-    pthread_create (&s_broker_thread, NULL, s_broker_run, s_broker);
-}
-
-static void
-s_broker_stop (void)
-{
-    broker_stop (s_broker);
-    pthread_join (s_broker_thread, NULL);
-    broker_destroy (&s_broker);
-}
+static crm_test_broker_t s_broker;
 
 #define ECHO_DELAYED_MAX 16
 
@@ -379,10 +291,7 @@ typedef struct {
 } s_delayed_t;
 
 typedef struct {
-    pthread_t thread;
-    struct ev_loop *loop;
-    ev_async quit;
-    crm_mdp_worker_t *worker;
+    crm_test_worker_t base;                //  The worker, its thread and loop
     s_delayed_t delayed[ECHO_DELAYED_MAX]; //  Answers of "Slow" requests
 } s_echo_t;
 
@@ -432,50 +341,34 @@ s_echo_request (crm_mdp_worker_t *worker, zframe_t *client, zmsg_t *body, void *
         delayed->reply = reply;
         ev_timer_init (&delayed->timer, s_on_delayed, 0.4, 0.0);
         delayed->timer.data = delayed;
-        ev_timer_start (echo->loop, &delayed->timer);
+        ev_timer_start (echo->base.loop, &delayed->timer);
         return;
     }
     zframe_destroy (&client);
     zmsg_destroy (&reply);
 }
 
+//  Drops the answers still due, on the echo's thread as it stops
 static void
-s_echo_on_quit (struct ev_loop *loop, ev_async *w, int revents)
+s_echo_on_quit (struct ev_loop *loop, void *arg)
 {
-    (void) revents;
-    s_echo_t *echo = w->data;
+    s_echo_t *echo = arg;
     for (int i = 0; i < ECHO_DELAYED_MAX; i++) {
         ev_timer_stop (loop, &echo->delayed[i].timer);
         zframe_destroy (&echo->delayed[i].client);
         zmsg_destroy (&echo->delayed[i].reply);
     }
-    crm_mdp_worker_destroy (&echo->worker);
-    ev_async_stop (loop, w);
-    ev_break (loop, EVBREAK_ALL);
-}
-
-static void *
-s_echo_run (void *arg)
-{
-    s_echo_t *echo = arg;
-    ev_run (echo->loop, 0);
-    return NULL;
 }
 
 static s_echo_t *
 s_echo_start (int capacity)
 {
     s_echo_t *echo = calloc (1, sizeof *echo);
-    echo->loop = ev_loop_new (EVFLAG_AUTO);
+    crm_test_worker_init (&echo->base, s_broker.endpoint, "echo", capacity, s_echo_request, echo,
+                          HEARTBEAT_MS);
     for (int i = 0; i < ECHO_DELAYED_MAX; i++)
         ev_timer_init (&echo->delayed[i].timer, s_on_delayed, 0.0, 0.0);
-    echo->worker =
-        crm_mdp_worker_new (echo->loop, s_endpoint, "echo", capacity, s_echo_request, echo);
-    crm_mdp_worker_set_heartbeat (echo->worker, HEARTBEAT_MS);
-    ev_async_init (&echo->quit, s_echo_on_quit);
-    echo->quit.data = echo;
-    ev_async_start (echo->loop, &echo->quit);
-    pthread_create (&echo->thread, NULL, s_echo_run, echo);
+    crm_test_worker_start (&echo->base, s_echo_on_quit, echo);
     return echo;
 }
 
@@ -483,49 +376,25 @@ static void
 s_echo_stop (s_echo_t **echo_p)
 {
     s_echo_t *echo = *echo_p;
-    ev_async_send (echo->loop, &echo->quit);
-    pthread_join (echo->thread, NULL);
-    ev_loop_destroy (echo->loop);
+    crm_test_worker_stop (&echo->base);
     free (echo);
     *echo_p = NULL;
-}
-
-//  Asks mmi.service whether the echo service has a worker
-static bool
-s_echo_known (crm_mdp_client_t *client)
-{
-    zmsg_t *body = zmsg_new ();
-    zmsg_addstr (body, "echo");
-    zmsg_t *reply = crm_mdp_client_call (client, "mmi.service", &body);
-    char *code = reply ? zmsg_popstr (reply) : NULL;
-    bool known = code && strcmp (code, "200") == 0;
-    free (code);
-    zmsg_destroy (&reply);
-    return known;
-}
-
-static bool
-s_wait_echo (crm_mdp_client_t *client, int ms)
-{
-    int64_t deadline = crm_mono_ms () + ms;
-    while (crm_mono_ms () < deadline) {
-        if (s_echo_known (client))
-            return true;
-        usleep (20000);
-    }
-    return false;
 }
 
 static void
 test_client_and_worker (void)
 {
-    s_broker_start ("tcp://127.0.0.1:*");
+    crm_test_broker_init (&s_broker, false);
+    s_broker.config.heartbeat_ms = HEARTBEAT_MS;
+    s_broker.config.no_worker_ms = 300;
+    if (crm_test_broker_start (&s_broker) != 0)
+        return;
     s_echo_t *echo = s_echo_start (4);
-    crm_mdp_client_t *client = crm_mdp_client_new (s_endpoint);
+    crm_mdp_client_t *client = crm_mdp_client_new (s_broker.endpoint);
     CHECK (client != NULL);
     crm_mdp_client_set_timeout (client, 2000);
     CHECK (crm_mdp_client_socket (client) != NULL);
-    CHECK (s_wait_echo (client, 2000));
+    CHECK (crm_test_mmi_wait (client, "echo", 2000));
 
     //  A call and its reply
     zmsg_t *body = s_request ("Echo", "rid-1", "hello");
@@ -584,19 +453,17 @@ test_client_and_worker (void)
 
     //  Heartbeats keep an idle worker registered well past the liveness
     usleep (HEARTBEAT_MS * (CRM_MDP_LIVENESS + 4) * 1000);
-    CHECK (s_echo_known (client));
+    CHECK (crm_test_mmi_known (client, "echo"));
     body = s_request ("Echo", "rid-idle", "");
     reply = crm_mdp_client_call (client, "echo", &body);
     CHECK_INT (s_reply_code (reply, NULL, 0), 0);
     zmsg_destroy (&reply);
 
     //  The broker restarts on the same endpoint: the worker comes back by itself
-    char endpoint[256];
-    snprintf (endpoint, sizeof endpoint, "%s", s_endpoint);
-    s_broker_stop ();
+    crm_test_broker_stop (&s_broker);
     usleep (HEARTBEAT_MS * 1000);
-    s_broker_start (endpoint);
-    CHECK (s_wait_echo (client, 3000));
+    crm_test_broker_start (&s_broker);
+    CHECK (crm_test_mmi_wait (client, "echo", 3000));
     body = s_request ("Echo", "rid-after", "");
     reply = crm_mdp_client_call (client, "echo", &body);
     CHECK_INT (s_reply_code (reply, rid, sizeof rid), 0);
@@ -614,19 +481,13 @@ test_client_and_worker (void)
     crm_mdp_client_destroy (&client);
     CHECK (client == NULL);
     s_echo_stop (&echo);
-    s_broker_stop ();
+    crm_test_broker_stop (&s_broker);
 }
 
 int
 main (void)
 {
-    zsys_handler_set (NULL);
-    //  czmq sets itself up on the first socket; two threads doing that at
-    //  once race, so it is done here before any thread starts
-    zsys_init ();
-    const char *level = getenv ("CRM_LOG_LEVEL");
-    crm_log_init ("test_mdp", "test", level ? level : "error", "text");
-    crm_log_set_stream (stderr);
+    crm_test_mdp_init ("test_mdp");
     s_ctx = zmq_ctx_new ();
     RUN (test_worker_protocol);
     RUN (test_client_and_worker);

@@ -2,6 +2,7 @@
 #include "crm_log.h"
 #include "crm_migrate.h"
 #include "crm_test.h"
+#include "crm_test_kit.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -12,28 +13,6 @@
 
 static const char *s_dsn; //  Superuser DSN from CRM_TEST_DSN
 static PGconn *s_admin;   //  Blocking connection for set-up and checks
-
-static void
-s_admin_exec (const char *sql)
-{
-    PGresult *res = PQexec (s_admin, sql);
-    if (PQresultStatus (res) != PGRES_COMMAND_OK && PQresultStatus (res) != PGRES_TUPLES_OK)
-        fprintf (stderr, "set-up failed: %s: %s", sql, PQerrorMessage (s_admin));
-    CHECK (PQresultStatus (res) == PGRES_COMMAND_OK || PQresultStatus (res) == PGRES_TUPLES_OK);
-    PQclear (res);
-}
-
-//  The single value sql returns, as a number; -1 when it fails.
-static long
-s_admin_count (const char *sql)
-{
-    PGresult *res = PQexec (s_admin, sql);
-    long n = -1;
-    if (PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1)
-        n = atol (PQgetvalue (res, 0, 0));
-    PQclear (res);
-    return n;
-}
 
 static const crm_migration_t s_migrations[] = {
     {1, "0001_tables.sql",
@@ -54,41 +33,42 @@ static const crm_migration_t s_migrations[] = {
 static void
 test_apply (void)
 {
-    s_admin_exec ("DROP SCHEMA IF EXISTS test_migrate CASCADE");
+    crm_test_exec (s_admin, "DROP SCHEMA IF EXISTS test_migrate CASCADE");
 
     //  Into a schema that does not exist yet
     CHECK_INT (crm_migrate (s_dsn, "test_migrate", s_migrations, 2), 0);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.a"), 2);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM pg_proc WHERE proname = 'a_count' "
-                              "AND pronamespace = 'test_migrate'::regnamespace"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.a"), 2);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM pg_proc WHERE proname = 'a_count' "
+                                        "AND pronamespace = 'test_migrate'::regnamespace"),
                1);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.b"), 0);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.crm_migrations "
-                              "WHERE component = 'test_migrate'"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.b"), 0);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.crm_migrations "
+                                        "WHERE component = 'test_migrate'"),
                2);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.crm_migrations "
-                              "WHERE component = 'test_migrate' AND version = 2 "
-                              "AND name = '0002_more.sql' AND applied_at <= now()"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.crm_migrations "
+                                        "WHERE component = 'test_migrate' AND version = 2 "
+                                        "AND name = '0002_more.sql' AND applied_at <= now()"),
                1);
     //  libcrm's own migrations come along, recorded under "crm"
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.crm_migrations "
-                              "WHERE component = 'crm'"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.crm_migrations "
+                                        "WHERE component = 'crm'"),
                (long) crm_common_migrations_count);
     //  Nothing landed in public
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
-                              "AND tablename IN ('a', 'b', 'crm_migrations')"),
+    CHECK_INT (crm_test_value (s_admin,
+                               "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+                               "AND tablename IN ('a', 'b', 'crm_migrations')"),
                0);
 
     //  A second run changes nothing
     CHECK_INT (crm_migrate (s_dsn, "test_migrate", s_migrations, 2), 0);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.a"), 2);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.crm_migrations"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.a"), 2);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.crm_migrations"),
                2 + (long) crm_common_migrations_count);
 
     //  A new version is applied alone
     CHECK_INT (crm_migrate (s_dsn, "test_migrate", s_migrations, 3), 0);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.a"), 3);
-    CHECK_INT (s_admin_count ("SELECT max(x) FROM test_migrate.a"), 5);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.a"), 3);
+    CHECK_INT (crm_test_value (s_admin, "SELECT max(x) FROM test_migrate.a"), 5);
 }
 
 static void
@@ -96,16 +76,18 @@ test_failure (void)
 {
     //  The broken migration fails whole and is not recorded
     CHECK_INT (crm_migrate (s_dsn, "test_migrate", s_migrations, 4), -1);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM pg_tables WHERE schemaname = 'test_migrate' "
-                              "AND tablename = 'c'"),
+    CHECK_INT (crm_test_value (s_admin,
+                               "SELECT count(*) FROM pg_tables WHERE schemaname = 'test_migrate' "
+                               "AND tablename = 'c'"),
                0);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.a WHERE x = 6"), 0);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.crm_migrations "
-                              "WHERE component = 'test_migrate' AND version = 6"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.a WHERE x = 6"), 0);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.crm_migrations "
+                                        "WHERE component = 'test_migrate' AND version = 6"),
                0);
     //  What came before stays applied, and the lock was released: a good run goes through
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate.a"), 3);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate.a"), 3);
+    CHECK_INT (
+        crm_test_value (s_admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
     CHECK_INT (crm_migrate (s_dsn, "test_migrate", s_migrations, 3), 0);
 
     //  Tables out of order are refused before anything is done
@@ -119,8 +101,8 @@ test_failure (void)
     };
     CHECK_INT (crm_migrate (s_dsn, "test_migrate_refused", unordered, 2), -1);
     CHECK_INT (crm_migrate (s_dsn, "test_migrate_refused", repeated, 2), -1);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM pg_namespace "
-                              "WHERE nspname = 'test_migrate_refused'"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM pg_namespace "
+                                        "WHERE nspname = 'test_migrate_refused'"),
                0);
 
     //  No server
@@ -133,10 +115,10 @@ static void
 test_odd_schema_name (void)
 {
     //  Quoted as an identifier everywhere, never pasted in
-    s_admin_exec ("DROP SCHEMA IF EXISTS \"Test \"\"Migrate\" CASCADE");
+    crm_test_exec (s_admin, "DROP SCHEMA IF EXISTS \"Test \"\"Migrate\" CASCADE");
     CHECK_INT (crm_migrate (s_dsn, "Test \"Migrate", s_migrations, 2), 0);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM \"Test \"\"Migrate\".a"), 2);
-    s_admin_exec ("DROP SCHEMA \"Test \"\"Migrate\" CASCADE");
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM \"Test \"\"Migrate\".a"), 2);
+    crm_test_exec (s_admin, "DROP SCHEMA \"Test \"\"Migrate\" CASCADE");
 }
 
 //  Slow enough that the processes below overlap.
@@ -148,7 +130,7 @@ static const crm_migration_t s_racing[] = {
 static void
 test_concurrent (void)
 {
-    s_admin_exec ("DROP SCHEMA IF EXISTS test_migrate_race CASCADE");
+    crm_test_exec (s_admin, "DROP SCHEMA IF EXISTS test_migrate_race CASCADE");
     enum { N = 4 };
     pid_t pids[N];
     for (int i = 0; i < N; i++) {
@@ -165,40 +147,33 @@ test_concurrent (void)
             succeeded++;
     }
     CHECK_INT (succeeded, N);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate_race.log"), 1);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate_race.crm_migrations "
-                              "WHERE component = 'test_migrate_race'"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate_race.log"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate_race.crm_migrations "
+                                        "WHERE component = 'test_migrate_race'"),
                2);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM test_migrate_race.crm_migrations "
-                              "WHERE component = 'crm'"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM test_migrate_race.crm_migrations "
+                                        "WHERE component = 'crm'"),
                (long) crm_common_migrations_count);
-    s_admin_exec ("DROP SCHEMA test_migrate_race CASCADE");
+    crm_test_exec (s_admin, "DROP SCHEMA test_migrate_race CASCADE");
 }
 
 int
 main (void)
 {
-    s_dsn = getenv ("CRM_TEST_DSN");
-    if (!s_dsn || !*s_dsn) {
-        printf ("test_migrate: CRM_TEST_DSN not set, skipping (needs PostgreSQL)\n");
+    s_dsn = crm_test_dsn ("test_migrate");
+    if (!s_dsn)
         return 77;
-    }
     //  The failures below log errors on purpose: keep them off stdout
     crm_log_init ("test_migrate", NULL, "info", "text");
     crm_log_set_stream (stderr);
-    s_admin = PQconnectdb (s_dsn);
-    if (PQstatus (s_admin) != CONNECTION_OK) {
-        fprintf (stderr, "test_migrate: could not connect: %s", PQerrorMessage (s_admin));
-        return EXIT_FAILURE;
-    }
-    PQclear (PQexec (s_admin, "SET client_min_messages = warning"));
+    s_admin = crm_test_connect (s_dsn, NULL);
 
     RUN (test_apply);
     RUN (test_failure);
     RUN (test_odd_schema_name);
     RUN (test_concurrent);
 
-    s_admin_exec ("DROP SCHEMA IF EXISTS test_migrate CASCADE");
+    crm_test_exec (s_admin, "DROP SCHEMA IF EXISTS test_migrate CASCADE");
     PQfinish (s_admin);
     return TEST_DONE ("test_migrate");
 }

@@ -2,6 +2,7 @@
 #include "crm_log.h"
 #include "crm_pg.h"
 #include "crm_test.h"
+#include "crm_test_kit.h"
 
 #include <ev.h>
 #include <libpq-fe.h>
@@ -67,84 +68,6 @@ s_on_write (crm_pg_status_t status, const PGresult *result, const char *error, v
     PQclear (res);
 }
 
-static void
-s_tick_cb (struct ev_loop *loop, ev_timer *watcher, int revents)
-{
-    (void) loop;
-    (void) watcher;
-    (void) revents;
-}
-
-//  Runs the loop until cond (arg) holds or timeout seconds pass; true if it held.
-static bool
-s_run_until (bool (*cond) (void *), void *arg, double timeout)
-{
-    ev_timer tick;
-    ev_timer_init (&tick, s_tick_cb, 0.01, 0.01);
-    ev_timer_start (s_loop, &tick);
-    ev_now_update (s_loop);
-    double deadline = ev_now (s_loop) + timeout;
-    bool held;
-    while (!(held = cond (arg)) && ev_now (s_loop) < deadline)
-        ev_run (s_loop, EVRUN_ONCE);
-    ev_timer_stop (s_loop, &tick);
-    return held;
-}
-
-static void
-s_run_for (double seconds)
-{
-    ev_timer tick;
-    ev_timer_init (&tick, s_tick_cb, 0.01, 0.01);
-    ev_timer_start (s_loop, &tick);
-    ev_now_update (s_loop);
-    double deadline = ev_now (s_loop) + seconds;
-    while (ev_now (s_loop) < deadline)
-        ev_run (s_loop, EVRUN_ONCE);
-    ev_timer_stop (s_loop, &tick);
-}
-
-static bool
-s_connected (void *arg)
-{
-    return crm_pg_connected ((crm_pg_t *) arg);
-}
-
-static bool
-s_disconnected (void *arg)
-{
-    return !crm_pg_connected ((crm_pg_t *) arg);
-}
-
-static bool
-s_idle (void *arg)
-{
-    return crm_pg_pending ((crm_pg_t *) arg) == 0;
-}
-
-static void
-s_admin_exec (const char *sql)
-{
-    PGresult *res = PQexec (s_admin, sql);
-    if (PQresultStatus (res) != PGRES_COMMAND_OK && PQresultStatus (res) != PGRES_TUPLES_OK)
-        fprintf (stderr, "set-up failed: %s: %s", sql, PQerrorMessage (s_admin));
-    CHECK (PQresultStatus (res) == PGRES_COMMAND_OK || PQresultStatus (res) == PGRES_TUPLES_OK);
-    PQclear (res);
-}
-
-static long
-s_admin_count (const char *sql)
-{
-    PGresult *res = PQexec (s_admin, sql);
-    long n = -1;
-    if (PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1)
-        n = atol (PQgetvalue (res, 0, 0));
-    else
-        fprintf (stderr, "query failed: %s: %s", sql, PQerrorMessage (s_admin));
-    PQclear (res);
-    return n;
-}
-
 //  A connected crm_pg with the test's statements registered.
 static crm_pg_t *
 s_pg_new (const char *extra_dsn)
@@ -173,7 +96,7 @@ s_pg_new (const char *extra_dsn)
                                "pg_advisory_lock_shared(4242)) AS l",
                                2),
                0);
-    CHECK (s_run_until (s_connected, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_connected, pg, 10));
     return pg;
 }
 
@@ -197,20 +120,6 @@ s_add (crm_pg_t *pg, answer_t *answer, int a, int b)
     return crm_pg_read (pg, "add", 2, values, s_on_answer, answer);
 }
 
-//  Reads the log written so far; caller frees.
-static char *
-s_log_text (void)
-{
-    fflush (s_log);
-    long size = ftell (s_log);
-    char *text = calloc (1, (size_t) size + 1);
-    rewind (s_log);
-    size_t got = fread (text, 1, (size_t) size, s_log);
-    text[got] = '\0';
-    fseek (s_log, 0, SEEK_END);
-    return text;
-}
-
 static void
 test_new_and_not_connected (void)
 {
@@ -221,7 +130,7 @@ test_new_and_not_connected (void)
     pg = crm_pg_new (s_loop, "host=127.0.0.1 port=1 user=nobody dbname=nothing", SCHEMA);
     CHECK (pg != NULL);
     CHECK_INT (crm_pg_prepare (pg, "add", "SELECT $1::int + $2::int", 2), 0);
-    s_run_for (0.3);
+    crm_test_run_for (s_loop, 0.3);
     CHECK (!crm_pg_connected (pg));
     answer_t answer = {0};
     CHECK_INT (s_add (pg, &answer, 1, 2), -1);
@@ -280,7 +189,7 @@ test_reads (void)
     for (int i = 0; i < N; i++)
         CHECK_INT (s_add (pg, &answers[i], i, 1000), 0);
     CHECK_INT (crm_pg_pending (pg), N);
-    CHECK (s_run_until (s_idle, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10));
     int good = 0;
     for (int i = 0; i < N; i++) {
         char want[16];
@@ -297,7 +206,7 @@ test_reads (void)
     CHECK_INT (crm_pg_read (pg, "add", 2, values, s_on_answer, &copied), 0);
     strcpy (a, "1");
     strcpy (b, "1");
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_STR (copied.value, "42");
 
     //  SQL NULL parameters
@@ -306,7 +215,7 @@ test_reads (void)
     const char *text_value[] = {"x"};
     CHECK_INT (crm_pg_read (pg, "is_null", 1, null_value, s_on_answer, &is_null), 0);
     CHECK_INT (crm_pg_read (pg, "is_null", 1, text_value, s_on_answer, &not_null), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_STR (is_null.value, "t");
     CHECK_STR (not_null.value, "f");
 
@@ -316,7 +225,7 @@ test_reads (void)
     const char *divisors[] = {"1", "2", "0", "4", "5"};
     for (int i = 0; i < 5; i++)
         CHECK_INT (crm_pg_read (pg, "divide", 1, &divisors[i], s_on_answer, &divided[i]), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_STR (divided[0].value, "100");
     CHECK_STR (divided[1].value, "50");
     CHECK_INT (divided[2].status, CRM_PG_ESQL);
@@ -337,7 +246,7 @@ test_reads (void)
         const char *value[] = {divisor_text[i]};
         CHECK_INT (crm_pg_read (pg, "divide", 1, value, s_on_answer, &mixed[i]), 0);
     }
-    CHECK (s_run_until (s_idle, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10));
     int right = 0;
     for (int i = 0; i < M; i++) {
         char want[16];
@@ -361,7 +270,7 @@ test_reads (void)
     for (int i = 0; i < BIG; i++)
         CHECK_INT (crm_pg_read (pg, "length", 1, big_value, s_on_answer, &lengths[i]), 0);
     free (big);
-    CHECK (s_run_until (s_idle, pg, 20));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 20));
     int long_enough = 0;
     for (int i = 0; i < BIG; i++)
         long_enough += lengths[i].calls == 1 && atoi (lengths[i].value) == BIG_SIZE;
@@ -374,9 +283,9 @@ test_reads (void)
         CHECK_INT (s_add (pg, &quick[i], i, i), 0);
     const char *seconds[] = {"1.5"};
     CHECK_INT (crm_pg_read (pg, "sleep", 1, seconds, s_on_answer, &slow), 0);
-    CHECK (s_run_until (s_chain_done, &quick[7], 1.0));
+    CHECK (crm_test_run_until (s_loop, s_chain_done, &quick[7], 1.0));
     CHECK_INT (slow.calls, 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_INT (slow.status, CRM_PG_OK);
 
     //  Unknown statements are refused at once
@@ -388,7 +297,7 @@ test_reads (void)
     chain_t chain = {pg, 50, 0, {0}};
     const char *start[] = {"0", "1"};
     CHECK_INT (crm_pg_read (pg, "add", 2, start, s_on_chain, &chain), 0);
-    CHECK (s_run_until (s_chain_done, &chain.last, 10));
+    CHECK (crm_test_run_until (s_loop, s_chain_done, &chain.last, 10));
     CHECK_INT (chain.sum, 50);
 
     //  Statements registered after connecting, and one that cannot be prepared
@@ -399,7 +308,7 @@ test_reads (void)
     CHECK_INT (crm_pg_read (pg, "late", 0, NULL, s_on_answer, &late), 0);
     CHECK_INT (crm_pg_read (pg, "broken", 0, NULL, s_on_answer, &broken), 0);
     CHECK_INT (s_add (pg, &after, 2, 3), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_STR (late.value, "late");
     CHECK_INT (broken.status, CRM_PG_ESQL);
     CHECK_STR (after.value, "5");
@@ -411,7 +320,7 @@ test_reads (void)
 static void
 test_group_commit (void)
 {
-    s_admin_exec ("TRUNCATE " SCHEMA ".t");
+    crm_test_exec (s_admin, "TRUNCATE " SCHEMA ".t");
     crm_pg_t *pg = s_pg_new (NULL);
     if (!pg)
         return;
@@ -422,7 +331,7 @@ test_group_commit (void)
     memset (answers, 0, sizeof answers);
     for (int i = 0; i < N; i++)
         CHECK_INT (s_insert (pg, &answers[i], i), 0);
-    CHECK (s_run_until (s_idle, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10));
     int good = 0, visible = 0;
     for (int i = 0; i < N; i++) {
         char want[16];
@@ -433,18 +342,20 @@ test_group_commit (void)
     }
     CHECK_INT (good, N);
     CHECK_INT (visible, N);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM " SCHEMA ".t"), N);
-    CHECK_INT (s_admin_count ("SELECT count(DISTINCT txid) FROM " SCHEMA ".t"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM " SCHEMA ".t"), N);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(DISTINCT txid) FROM " SCHEMA ".t"), 1);
 
     //  No more than max_batch writes per transaction
     crm_pg_set_max_batch (pg, 50);
     for (int i = 0; i < N; i++)
         CHECK_INT (s_insert (pg, &answers[i], N + i), 0);
-    CHECK (s_run_until (s_idle, pg, 10));
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM " SCHEMA ".t"), 2 * N);
-    CHECK_INT (s_admin_count ("SELECT count(DISTINCT txid) FROM " SCHEMA ".t WHERE k >= 200"), 4);
-    CHECK_INT (s_admin_count ("SELECT max(c) FROM (SELECT count(*) AS c FROM " SCHEMA
-                              ".t GROUP BY txid) AS x"),
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10));
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM " SCHEMA ".t"), 2 * N);
+    CHECK_INT (
+        crm_test_value (s_admin, "SELECT count(DISTINCT txid) FROM " SCHEMA ".t WHERE k >= 200"),
+        4);
+    CHECK_INT (crm_test_value (s_admin, "SELECT max(c) FROM (SELECT count(*) AS c FROM " SCHEMA
+                                        ".t GROUP BY txid) AS x"),
                200);
     crm_pg_set_max_batch (pg, 256);
 
@@ -456,20 +367,21 @@ test_group_commit (void)
     ev_run (s_loop, EVRUN_NOWAIT);
     for (int i = 0; i < 20; i++)
         CHECK_INT (s_insert (pg, &later[i], 1001 + i), 0);
-    CHECK (s_run_until (s_idle, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10));
     CHECK_INT (first.status, CRM_PG_OK);
     CHECK (first.visible);
-    CHECK_INT (s_admin_count ("SELECT count(DISTINCT txid) FROM " SCHEMA
-                              ".t WHERE k BETWEEN 1001 AND 1020"),
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(DISTINCT txid) FROM " SCHEMA
+                                        ".t WHERE k BETWEEN 1001 AND 1020"),
                1);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM " SCHEMA ".t WHERE k BETWEEN 1000 AND 1020"),
-               21);
+    CHECK_INT (
+        crm_test_value (s_admin, "SELECT count(*) FROM " SCHEMA ".t WHERE k BETWEEN 1000 AND 1020"),
+        21);
 
     //  A read and a write of the same loop iteration both succeed
     answer_t read = {0}, write = {0};
     CHECK_INT (s_insert (pg, &write, 2000), 0);
     CHECK_INT (crm_pg_read (pg, "table", 0, NULL, s_on_answer, &read), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_INT (read.status, CRM_PG_OK);
     CHECK_INT (write.status, CRM_PG_OK);
     crm_pg_destroy (&pg);
@@ -478,8 +390,8 @@ test_group_commit (void)
 static void
 test_bad_write (void)
 {
-    s_admin_exec ("TRUNCATE " SCHEMA ".t");
-    s_admin_exec ("INSERT INTO " SCHEMA ".t (k, txid) VALUES (7, 0)");
+    crm_test_exec (s_admin, "TRUNCATE " SCHEMA ".t");
+    crm_test_exec (s_admin, "INSERT INTO " SCHEMA ".t (k, txid) VALUES (7, 0)");
     crm_pg_t *pg = s_pg_new (NULL);
     if (!pg)
         return;
@@ -494,7 +406,7 @@ test_bad_write (void)
         CHECK_INT (s_insert (pg, &answers[i], i), 0);
         CHECK_INT (s_add (pg, &reads[i], i, 1), 0);
     }
-    CHECK (s_run_until (s_idle, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10));
     int good = 0, reads_good = 0;
     for (int i = 0; i < N; i++) {
         CHECK_INT (answers[i].calls, 1);
@@ -507,7 +419,7 @@ test_bad_write (void)
     CHECK_INT (answers[7].status, CRM_PG_ESQL);
     CHECK (strncmp (answers[7].error, "23505: ", 7) == 0);
     CHECK (strstr (answers[7].error, "duplicate key") != NULL);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM " SCHEMA ".t"), N);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM " SCHEMA ".t"), N);
 
     //  A failure at commit (a deferred constraint) fails only its own write
     answer_t deferred[6];
@@ -515,7 +427,7 @@ test_bad_write (void)
     const char *keys[] = {"1", "2", "3", "4", "3", "5"};
     for (int i = 0; i < 6; i++)
         CHECK_INT (crm_pg_write (pg, "insert_deferred", 1, &keys[i], s_on_answer, &deferred[i]), 0);
-    CHECK (s_run_until (s_idle, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10));
     int failed = 0;
     for (int i = 0; i < 6; i++) {
         CHECK_INT (deferred[i].calls, 1);
@@ -524,15 +436,15 @@ test_bad_write (void)
     CHECK_INT (failed, 1);
     CHECK_INT (deferred[4].status, CRM_PG_ESQL);
     CHECK (strncmp (deferred[4].error, "23505: ", 7) == 0);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM " SCHEMA ".d"), 5);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM " SCHEMA ".d"), 5);
 
     //  A lone failing write gets its error directly, and the session is fine after
     answer_t lone = {0}, next = {0};
     CHECK_INT (s_insert (pg, &lone, 7), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_INT (lone.status, CRM_PG_ESQL);
     CHECK_INT (s_insert (pg, &next, 100), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_INT (next.status, CRM_PG_OK);
     CHECK (next.visible);
     CHECK (crm_pg_connected (pg));
@@ -543,10 +455,10 @@ test_bad_write (void)
 static void
 test_batch_writes (void)
 {
-    s_admin_exec ("TRUNCATE " SCHEMA ".t");
-    s_admin_exec ("CREATE TABLE IF NOT EXISTS " SCHEMA ".calls (n int NOT NULL)");
-    s_admin_exec ("TRUNCATE " SCHEMA ".calls");
-    s_admin_exec ("INSERT INTO " SCHEMA ".calls VALUES (0)");
+    crm_test_exec (s_admin, "TRUNCATE " SCHEMA ".t");
+    crm_test_exec (s_admin, "CREATE TABLE IF NOT EXISTS " SCHEMA ".calls (n int NOT NULL)");
+    crm_test_exec (s_admin, "TRUNCATE " SCHEMA ".calls");
+    crm_test_exec (s_admin, "INSERT INTO " SCHEMA ".calls VALUES (0)");
     crm_pg_t *pg = s_pg_new (NULL);
     if (!pg)
         return;
@@ -569,7 +481,7 @@ test_batch_writes (void)
     //  A batch form that answers with the wrong number of rows
     CHECK_INT (crm_pg_prepare (pg, "one", "SELECT $1::int * 10", 1), 0);
     CHECK_INT (crm_pg_prepare_batch (pg, "one", "SELECT 1 FROM (SELECT $1::jsonb) AS x"), 0);
-    CHECK (s_run_until (s_connected, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_connected, pg, 5));
 
     //  Fifty writes queued together: one call, one transaction, each its own row
     enum { N = 50 };
@@ -577,7 +489,7 @@ test_batch_writes (void)
     memset (answers, 0, sizeof answers);
     for (int i = 0; i < N; i++)
         CHECK_INT (s_insert (pg, &answers[i], i), 0);
-    CHECK (s_run_until (s_idle, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10));
     int good = 0;
     for (int i = 0; i < N; i++) {
         char want[16];
@@ -586,8 +498,8 @@ test_batch_writes (void)
                 strcmp (answers[i].value, want) == 0;
     }
     CHECK_INT (good, N);
-    CHECK_INT (s_admin_count ("SELECT n FROM " SCHEMA ".calls"), 1);
-    CHECK_INT (s_admin_count ("SELECT count(DISTINCT txid) FROM " SCHEMA ".t"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT n FROM " SCHEMA ".calls"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(DISTINCT txid) FROM " SCHEMA ".t"), 1);
 
     //  Text that JSON must escape, and NULL, come back exactly
     const char *texts[] = {"plain", "quote \" and backslash \\", "tab\tnew\nline\x01\x1f",
@@ -599,7 +511,7 @@ test_batch_writes (void)
         const char *values[] = {texts[i], texts[T - 1 - i]};
         CHECK_INT (crm_pg_write (pg, "echo", 2, values, s_on_answer, &echoes[i]), 0);
     }
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     for (size_t i = 0; i < T; i++) {
         CHECK_INT (echoes[i].status, CRM_PG_OK);
         CHECK_STR (echoes[i].value, texts[i] ? texts[i] : "<null>");
@@ -607,12 +519,12 @@ test_batch_writes (void)
 
     //  One write of a batch fails: the batch is rolled back and each write tried
     //  alone, so only that one fails
-    s_admin_exec ("UPDATE " SCHEMA ".calls SET n = 0");
+    crm_test_exec (s_admin, "UPDATE " SCHEMA ".calls SET n = 0");
     static answer_t more[N];
     memset (more, 0, sizeof more);
     for (int i = 0; i < N; i++)
         CHECK_INT (s_insert (pg, &more[i], i == 17 ? 3 : 100 + i), 0);
-    CHECK (s_run_until (s_idle, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 10));
     good = 0;
     for (int i = 0; i < N; i++)
         good += more[i].calls == 1 && more[i].status == CRM_PG_OK && more[i].visible;
@@ -620,12 +532,12 @@ test_batch_writes (void)
     CHECK_INT (more[17].status, CRM_PG_ESQL);
     CHECK (strncmp (more[17].error, "23505: ", 7) == 0);
     //  The batch's own effects were rolled back with it; the retries are single
-    CHECK_INT (s_admin_count ("SELECT n FROM " SCHEMA ".calls"), 0);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM " SCHEMA ".t"), 2 * N - 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT n FROM " SCHEMA ".calls"), 0);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM " SCHEMA ".t"), 2 * N - 1);
 
     //  Runs are broken by other statements, and keep their order: a single
     //  write, a run of three, a write of another statement, a run of two
-    s_admin_exec ("UPDATE " SCHEMA ".calls SET n = 0");
+    crm_test_exec (s_admin, "UPDATE " SCHEMA ".calls SET n = 0");
     answer_t mixed[7];
     memset (mixed, 0, sizeof mixed);
     CHECK_INT (s_insert (pg, &mixed[0], 1000), 0);
@@ -635,16 +547,17 @@ test_batch_writes (void)
         CHECK_INT (s_insert (pg, &mixed[i], 1000 + i), 0);
     CHECK_INT (s_add (pg, &mixed[5], 1, 2), 0);
     CHECK_INT (s_insert (pg, &mixed[6], 1006), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     for (int i = 0; i < 7; i++)
         CHECK_INT (mixed[i].status, CRM_PG_OK);
     CHECK_STR (mixed[3].value, "1003");
     CHECK_STR (mixed[5].value, "3");
-    CHECK_INT (s_admin_count ("SELECT n FROM " SCHEMA ".calls"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT n FROM " SCHEMA ".calls"), 1);
     //  Written in the order given: keys by insertion order
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM (SELECT k, row_number () OVER (ORDER BY ctid) "
-                              "AS r FROM " SCHEMA ".t WHERE k >= 1000) AS x "
-                              "WHERE k - 1000 = (ARRAY[0, 2, 3, 4, 6])[r]"),
+    CHECK_INT (crm_test_value (s_admin,
+                               "SELECT count(*) FROM (SELECT k, row_number () OVER (ORDER BY ctid) "
+                               "AS r FROM " SCHEMA ".t WHERE k >= 1000) AS x "
+                               "WHERE k - 1000 = (ARRAY[0, 2, 3, 4, 6])[r]"),
                5);
 
     //  A batch form answering the wrong number of rows: tried alone instead
@@ -653,7 +566,7 @@ test_batch_writes (void)
     const char *digits[] = {"1", "2", "3"};
     for (int i = 0; i < 3; i++)
         CHECK_INT (crm_pg_write (pg, "one", 1, &digits[i], s_on_answer, &ones[i]), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     for (int i = 0; i < 3; i++)
         CHECK_INT (ones[i].status, CRM_PG_OK);
     CHECK_STR (ones[0].value, "10");
@@ -675,7 +588,7 @@ s_all_called (void *arg)
 static void
 test_connection_lost (void)
 {
-    s_admin_exec ("TRUNCATE " SCHEMA ".t");
+    crm_test_exec (s_admin, "TRUNCATE " SCHEMA ".t");
     crm_pg_t *pg = s_pg_new ("application_name=test_pg_victim");
     if (!pg)
         return;
@@ -688,12 +601,13 @@ test_connection_lost (void)
         CHECK_INT (crm_pg_read (pg, "sleep", 1, ten, s_on_answer, &answers[i]), 0);
         CHECK_INT (s_insert (pg, &answers[3 + i], 3 + i), 0);
     }
-    s_run_for (0.2);
+    crm_test_run_for (s_loop, 0.2);
     CHECK_INT (crm_pg_pending (pg), 6);
-    CHECK_INT (s_admin_count ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                              "WHERE application_name = 'test_pg_victim'"),
+    CHECK_INT (crm_test_value (s_admin,
+                               "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE application_name = 'test_pg_victim'"),
                1);
-    CHECK (s_run_until (s_all_called, answers, 5));
+    CHECK (crm_test_run_until (s_loop, s_all_called, answers, 5));
     for (int i = 0; i < 6; i++) {
         CHECK_INT (answers[i].calls, 1);
         CHECK_INT (answers[i].status, CRM_PG_EUNAVAILABLE);
@@ -707,28 +621,29 @@ test_connection_lost (void)
     CHECK_INT (refused.calls, 0);
 
     //  Back again by itself, statements prepared anew
-    CHECK (s_run_until (s_connected, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_connected, pg, 10));
     answer_t again = {0}, write = {0};
     CHECK_INT (s_add (pg, &again, 20, 22), 0);
     CHECK_INT (s_insert (pg, &write, 42), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_STR (again.value, "42");
     CHECK_INT (write.status, CRM_PG_OK);
     CHECK (write.visible);
-    CHECK_INT (s_admin_count ("SELECT count(*) FROM " SCHEMA ".t"), 1);
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(*) FROM " SCHEMA ".t"), 1);
 
     //  Killed while idle: noticed, and back again
-    CHECK_INT (s_admin_count ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                              "WHERE application_name = 'test_pg_victim'"),
+    CHECK_INT (crm_test_value (s_admin,
+                               "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE application_name = 'test_pg_victim'"),
                1);
-    CHECK (s_run_until (s_disconnected, pg, 5));
-    CHECK (s_run_until (s_connected, pg, 10));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_disconnected, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_connected, pg, 10));
     answer_t third = {0};
     CHECK_INT (s_add (pg, &third, 1, 2), 0);
-    CHECK (s_run_until (s_idle, pg, 5));
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
     CHECK_STR (third.value, "3");
 
-    char *log = s_log_text ();
+    char *log = crm_test_file_text (s_log);
     CHECK (strstr (log, "connection to database lost") != NULL);
     CHECK (strstr (log, "connected to database") != NULL);
     free (log);
@@ -747,7 +662,7 @@ test_destroy_pending (void)
     //  Some sent, some still queued
     CHECK_INT (crm_pg_read (pg, "sleep", 1, ten, s_on_answer, &answers[0]), 0);
     CHECK_INT (s_insert (pg, &answers[1], 1), 0);
-    s_run_for (0.1);
+    crm_test_run_for (s_loop, 0.1);
     CHECK_INT (s_add (pg, &answers[2], 1, 1), 0);
     CHECK_INT (s_insert (pg, &answers[3], 2), 0);
     CHECK_INT (crm_pg_read (pg, "sleep", 1, ten, s_on_answer, &answers[4]), 0);
@@ -789,27 +704,27 @@ test_destroy_from_callback (void)
     const char *ten[] = {"10"};
     //  The destroying read waits on a lock the admin session holds, so the
     //  statements below are surely sent before anything is answered
-    s_admin_exec ("SELECT pg_advisory_lock(4242)");
+    crm_test_exec (s_admin, "SELECT pg_advisory_lock(4242)");
     CHECK_INT (s_add (destroyer.pg, &others[0], 1, 1), 0);
     const char *values[] = {"2", "2"};
     CHECK_INT (crm_pg_read (destroyer.pg, "add_after_lock", 2, values, s_on_destroy, &destroyer),
                0);
-    s_run_for (0.1);
+    crm_test_run_for (s_loop, 0.1);
     CHECK (destroyer.pg != NULL);
     //  Sent behind the two reads above, still running when they are answered
     CHECK_INT (crm_pg_read (destroyer.pg, "sleep", 1, ten, s_on_answer, &others[1]), 0);
     CHECK_INT (s_insert (destroyer.pg, &others[2], 5), 0);
-    s_run_for (0.1);
+    crm_test_run_for (s_loop, 0.1);
     CHECK_INT (destroyer.answer.calls, 0);
-    s_admin_exec ("SELECT pg_advisory_unlock(4242)");
-    CHECK (s_run_until (s_chain_done, &destroyer.answer, 5));
+    crm_test_exec (s_admin, "SELECT pg_advisory_unlock(4242)");
+    CHECK (crm_test_run_until (s_loop, s_chain_done, &destroyer.answer, 5));
     CHECK_STR (destroyer.answer.value, "4");
     CHECK (destroyer.pg == NULL);
     CHECK_STR (others[0].value, "2");
     CHECK_STR (others[1].error, "shutting down");
     CHECK_INT (others[2].calls, 1);
     //  Nothing of it is left on the loop
-    s_run_for (0.2);
+    crm_test_run_for (s_loop, 0.2);
     for (int i = 0; i < 3; i++)
         CHECK_INT (others[i].calls, 1);
 }
@@ -817,26 +732,16 @@ test_destroy_from_callback (void)
 int
 main (void)
 {
-    s_dsn = getenv ("CRM_TEST_DSN");
-    if (!s_dsn || !*s_dsn) {
-        printf ("test_pg: CRM_TEST_DSN not set, skipping (needs PostgreSQL)\n");
+    s_dsn = crm_test_dsn ("test_pg");
+    if (!s_dsn)
         return 77;
-    }
-    s_log = tmpfile ();
-    crm_log_init ("test_pg", NULL, "info", "text");
-    crm_log_set_stream (s_log);
-
-    s_admin = PQconnectdb (s_dsn);
-    if (PQstatus (s_admin) != CONNECTION_OK) {
-        fprintf (stderr, "test_pg: could not connect: %s", PQerrorMessage (s_admin));
-        return EXIT_FAILURE;
-    }
-    PQclear (PQexec (s_admin, "SET client_min_messages = warning"));
-    s_admin_exec ("DROP SCHEMA IF EXISTS " SCHEMA " CASCADE");
-    s_admin_exec ("CREATE SCHEMA " SCHEMA);
-    s_admin_exec ("CREATE TABLE " SCHEMA ".t (k int PRIMARY KEY, txid bigint NOT NULL)");
-    s_admin_exec ("CREATE TABLE " SCHEMA
-                  ".d (k int, CONSTRAINT d_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)");
+    s_log = crm_test_log_capture ("test_pg", "info");
+    s_admin = crm_test_connect (s_dsn, NULL);
+    crm_test_exec (s_admin, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE");
+    crm_test_exec (s_admin, "CREATE SCHEMA " SCHEMA);
+    crm_test_exec (s_admin, "CREATE TABLE " SCHEMA ".t (k int PRIMARY KEY, txid bigint NOT NULL)");
+    crm_test_exec (s_admin, "CREATE TABLE " SCHEMA
+                            ".d (k int, CONSTRAINT d_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)");
     s_loop = ev_loop_new (EVFLAG_AUTO);
 
     RUN (test_new_and_not_connected);
@@ -848,16 +753,10 @@ main (void)
     RUN (test_destroy_pending);
     RUN (test_destroy_from_callback);
 
-    s_admin_exec ("DROP SCHEMA " SCHEMA " CASCADE");
+    crm_test_exec (s_admin, "DROP SCHEMA " SCHEMA " CASCADE");
     PQfinish (s_admin);
     ev_loop_destroy (s_loop);
-    crm_log_set_stream (NULL);
     //  The library's log lines, when something went wrong
-    if (crm_test_failed || getenv ("TEST_PG_LOG")) {
-        char *log = s_log_text ();
-        fputs (log, stderr);
-        free (log);
-    }
-    fclose (s_log);
+    crm_test_log_end (&s_log, crm_test_failed || getenv ("TEST_PG_LOG"));
     return TEST_DONE ("test_pg");
 }

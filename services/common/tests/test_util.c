@@ -117,14 +117,12 @@ test_config (void)
     stdout = out;
     CHECK_INT (crm_config_parse_args (config, 2, help_args), 1);
     stdout = saved_out;
-    rewind (out);
-    char text[4096] = "";
-    size_t n = fread (text, 1, sizeof text - 1, out);
-    text[n] = '\0';
+    char *text = crm_test_file_text (out);
     fclose (out);
     CHECK (strstr (text, "CRM_TEST_NUMBER") != NULL);
     CHECK (strstr (text, "CRM_LOG_FORMAT") != NULL);
     CHECK (strstr (text, "default: \"42\"") != NULL);
+    free (text);
     crm_config_destroy (&config);
     CHECK (config == NULL);
     crm_config_destroy (&config);
@@ -137,11 +135,7 @@ s_capture_log (crm_log_level_t level, const char *request_id, const char *branch
     crm_log_set_stream (out);
     crm_log_write (level, request_id, branch, "%s", msg);
     crm_log_set_stream (NULL);
-    long size = ftell (out);
-    rewind (out);
-    char *text = calloc (1, (size_t) size + 1);
-    size_t n = fread (text, 1, (size_t) size, out);
-    text[n] = '\0';
+    char *text = crm_test_file_text (out);
     fclose (out);
     return text;
 }
