@@ -6,6 +6,7 @@ contacts_store_prepare (crm_pg_t *pg)
 {
     crm_pg_prepare (pg, "contact_create",
                     "SELECT contact_create ($1, $2, $3::uuid, $4::jsonb, $5::boolean)", 5);
+    crm_pg_prepare_batch (pg, "contact_create", "SELECT * FROM contact_create_batch ($1::jsonb)");
     crm_pg_prepare (pg, "contact_update", "SELECT contact_update ($1, $2, $3::jsonb)", 3);
     crm_pg_prepare (pg, "contact_get", "SELECT contact_get ($1::uuid)", 1);
     crm_pg_prepare (pg, "contact_find",
