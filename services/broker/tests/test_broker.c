@@ -407,6 +407,107 @@ s_collect (void *worker, crm_test_msg_t *held, int max, int ms)
     return n;
 }
 
+//  Steps broker until worker a or b holds a REQUEST; 0 with it in msg and
+//  the worker in which, or -1
+static int
+s_step_until_request (broker_t *broker, void *a, void *b, crm_test_msg_t *msg, void **which)
+{
+    for (int i = 0; i < 400; i++) {
+        broker_step (broker, 5);
+        void *workers[] = {a, b};
+        for (int k = 0; k < 2; k++) {
+            while (crm_test_msg_recv (workers[k], msg, 0) == 0) {
+                if (s_command (msg) == CRM_MDPW_REQUEST) {
+                    *which = workers[k];
+                    return 0;
+                }
+                crm_test_msg_close (msg);
+            }
+        }
+    }
+    return -1;
+}
+
+//  Steps broker until client holds a reply; 0, or -1
+static int
+s_step_until_reply (broker_t *broker, void *client)
+{
+    crm_test_msg_t msg;
+    for (int i = 0; i < 400; i++) {
+        broker_step (broker, 5);
+        if (crm_test_msg_recv (client, &msg, 0) == 0) {
+            crm_test_msg_close (&msg);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+//  Requests read in one burst go to one worker while it has room (so a
+//  service instance gets them together); requests one at a time go round the
+//  workers in turn. The broker is stepped here, so what one pass reads is
+//  known: everything sent before it.
+static void
+test_bursts_stay_together (void)
+{
+    broker_config_t config;
+    broker_config_defaults (&config);
+    config.endpoint = "tcp://127.0.0.1:*";
+    config.events_in = config.events_out = NULL;
+    broker_t *broker = broker_new (&config);
+    CHECK (broker != NULL);
+    if (!broker)
+        return;
+    void *a = s_socket (ZMQ_DEALER, broker_endpoint (broker));
+    void *b = s_socket (ZMQ_DEALER, broker_endpoint (broker));
+    s_send (a, 5, "", CRM_MDPW, "\x01", "burst", "capacity=8");
+    s_send (b, 5, "", CRM_MDPW, "\x01", "burst", "capacity=8");
+    void *client = s_socket (ZMQ_DEALER, broker_endpoint (broker));
+    for (int i = 0; i < 40; i++)
+        broker_step (broker, 5);
+
+    //  Six sent together, read in one pass: all six to one worker
+    for (int i = 0; i < 6; i++)
+        s_client_request (client, false, "burst", "together", "p");
+    usleep (200000); //  All six wait in the broker's socket
+    broker_step (broker, 100);
+    crm_test_msg_t held[6];
+    void *which[6];
+    int got = 0;
+    while (got < 6 && s_step_until_request (broker, a, b, &held[got], &which[got]) == 0)
+        got++;
+    CHECK_INT (got, 6);
+    int to_first = 0;
+    for (int i = 0; i < got; i++)
+        to_first += which[i] == which[0];
+    CHECK_INT (to_first, 6);
+    for (int i = 0; i < got; i++) {
+        s_worker_answer (which[i], &held[i]);
+        CHECK_INT (s_step_until_reply (broker, client), 0);
+    }
+
+    //  One at a time: each to the other worker
+    void *last = NULL;
+    int turns = 0;
+    for (int i = 0; i < 6; i++) {
+        s_client_request (client, false, "burst", "alone", "p");
+        crm_test_msg_t msg;
+        void *worker = NULL;
+        CHECK_INT (s_step_until_request (broker, a, b, &msg, &worker), 0);
+        if (!worker)
+            break;
+        turns += worker != last;
+        last = worker;
+        s_worker_answer (worker, &msg);
+        CHECK_INT (s_step_until_reply (broker, client), 0);
+    }
+    CHECK_INT (turns, 6);
+    zmq_close (client);
+    zmq_close (a);
+    zmq_close (b);
+    broker_destroy (&broker);
+}
+
 static void
 test_capacity (void)
 {
@@ -755,6 +856,7 @@ main (void)
     s_broker_start ();
     RUN (test_request_reply);
     RUN (test_load_balancing);
+    RUN (test_bursts_stay_together);
     RUN (test_capacity);
     RUN (test_no_worker);
     RUN (test_dead_worker);
