@@ -5,7 +5,12 @@
  *  what libpq hands back, so each result finds its statement.
  *
  *  Reads queued together are sent as "Execute x N; Sync" (N at most
- *  READ_GROUP), one Sync and one send for all of them. A failing read makes
+ *  READ_GROUP), one Sync and one send for all of them. While a group is in
+ *  flight, reads that arrive wait for it (unless they fill a whole group)
+ *  and go together in the next: the server runs one connection's statements
+ *  one after another anyway, and each Sync costs it a transaction, a flush
+ *  and a wake-up, which under load cost more than the reads. A read that
+ *  finds no group in flight goes at once. A failing read makes
  *  the server skip the rest of its group (PGRES_PIPELINE_ABORTED): those are
  *  queued again, so one failing read never fails another. The server sends
  *  results at a Sync, so a Flush request after every READ_FLUSH_EVERY reads
@@ -155,6 +160,7 @@ struct _crm_pg_t {
     int ring_count;              //  How many
     int setup_pending;           //  Set-up segments not answered yet
     int write_segments;          //  Write transactions in flight
+    int read_segments;           //  Groups of reads in flight
     bool write_failed;           //  The write transaction being answered failed
     char write_error[ERROR_MAX]; //  Its first error
     int pending;                 //  Statements submitted and not answered
@@ -378,6 +384,7 @@ s_fail_all (crm_pg_t *self, const char *error)
     }
     self->setup_pending = 0;
     self->write_segments = 0;
+    self->read_segments = 0;
     self->write_failed = false;
     queue_t *queues[] = {&self->skipped, &self->inflight, &self->retries, &self->reads,
                          &self->writes};
@@ -565,7 +572,8 @@ s_send (crm_pg_t *self)
             goto failed;
     }
     item_t *item;
-    while (self->reads.head) {
+    while (self->reads.head &&
+           (self->read_segments == 0 || self->reads.count >= READ_GROUP)) {
         int count = 0;
         while (count < READ_GROUP && (item = s_queue_pop (&self->reads))) {
             count++;
@@ -579,6 +587,7 @@ s_send (crm_pg_t *self)
                 !PQsendFlushRequest (self->conn))
                 goto failed;
         }
+        self->read_segments++;
         if (s_send_sync (self, SEG_READ, count))
             goto failed;
     }
@@ -826,6 +835,10 @@ s_sync_done (crm_pg_t *self, const cmd_t *cmd)
     if (cmd->seg == SEG_WRITE)
         s_write_done (self, cmd->count);
     else if (cmd->seg == SEG_READ) {
+        self->read_segments--;
+        //  Reads that waited for this group go now
+        if (self->read_segments == 0 && self->reads.head)
+            s_start_kick (self);
         //  Skipped reads go again, ahead of those queued since
         if (self->skipped.head) {
             self->skipped.tail->next = self->reads.head;

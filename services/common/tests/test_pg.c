@@ -317,6 +317,43 @@ test_reads (void)
     crm_pg_destroy (&pg);
 }
 
+//  Reads arriving while a group of reads is in flight wait for it and go
+//  together: one group, one implicit transaction, so one transaction_timestamp
+static void
+test_reads_wait_for_the_group_in_flight (void)
+{
+    crm_pg_t *pg = s_pg_new (NULL);
+    if (!pg)
+        return;
+    CHECK_INT (crm_pg_prepare (pg, "when", "SELECT transaction_timestamp ()::text", 0), 0);
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_connected, pg, 5));
+    answer_t slow = {0};
+    const char *seconds[] = {"0.2"};
+    CHECK_INT (crm_pg_read (pg, "sleep", 1, seconds, s_on_answer, &slow), 0);
+    crm_test_run_for (s_loop, 0.05);
+    CHECK_INT (slow.calls, 0);
+    //  Ten reads, each submitted in a loop iteration of its own
+    enum { N = 10 };
+    answer_t when[N];
+    memset (when, 0, sizeof when);
+    for (int i = 0; i < N; i++) {
+        CHECK_INT (crm_pg_read (pg, "when", 0, NULL, s_on_answer, &when[i]), 0);
+        ev_run (s_loop, EVRUN_NOWAIT);
+    }
+    CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
+    CHECK_INT (slow.status, CRM_PG_OK);
+    int same = 0;
+    for (int i = 0; i < N; i++)
+        same += when[i].status == CRM_PG_OK && strcmp (when[i].value, when[0].value) == 0;
+    CHECK_INT (same, N);
+    //  With nothing in flight a read goes at once, without waiting for more
+    answer_t alone = {0};
+    CHECK_INT (s_add (pg, &alone, 2, 2), 0);
+    crm_test_run_for (s_loop, 0.1);
+    CHECK_STR (alone.value, "4");
+    crm_pg_destroy (&pg);
+}
+
 static void
 test_group_commit (void)
 {
@@ -746,6 +783,7 @@ main (void)
 
     RUN (test_new_and_not_connected);
     RUN (test_reads);
+    RUN (test_reads_wait_for_the_group_in_flight);
     RUN (test_group_commit);
     RUN (test_bad_write);
     RUN (test_batch_writes);
