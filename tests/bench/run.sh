@@ -30,23 +30,34 @@ export CRM_BROKER_EVENTS_OUT=tcp://127.0.0.1:$(pg_free_port)
 export CRM_LOG_LEVEL=warn
 "$BUILD/bin/crm-broker" >"$dir/broker.log" 2>&1 &
 pids+=($!)
-CRM_CONTACTS_DSN=$dsn "$BUILD/bin/crm-contacts" >"$dir/contacts.log" 2>&1 &
-contacts_pid=$!
-pids+=($contacts_pid)
+# BENCH_CONTACTS_INSTANCES: contacts instances behind the broker (default 2, as for orders: each
+# has one connection for its writes, and one backend uses one core)
+contacts_pids=()
+for i in $(seq 1 "${BENCH_CONTACTS_INSTANCES:-2}"); do
+    CRM_CONTACTS_DSN=$dsn "$BUILD/bin/crm-contacts" >"$dir/contacts-$i.log" 2>&1 &
+    contacts_pids+=($!)
+    pids+=($!)
+done
 sleep 2
-rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$contacts_pid/status")
+rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/${contacts_pids[0]}/status")
 echo "idle contacts instance: $((rss_kb / 1024)) MB resident"
 echo "contacts_idle_rss_kb=$rss_kb"
+echo "${#contacts_pids[@]} contacts instance(s)"
 "$BUILD/bench/bench_contacts" "$CRM_BROKER_ENDPOINT" "$dsn"
 
-echo "== contacts search on 1,000,000 contacts (generated unless the schema holds them)"
+# The searches are asked one at a time: one instance answers them (the default deployment); with
+# two, each would sit idle between every other request and wake up colder
+for pid in "${contacts_pids[@]:1}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${contacts_pids[@]:1}"; do wait "$pid" 2>/dev/null || true; done
+contacts_pids=("${contacts_pids[0]}")
+echo "== contacts search on 1,000,000 contacts (generated unless the schema holds them), 1 contacts instance"
 "$BUILD/bench/bench_search" "$CRM_BROKER_ENDPOINT" "$dsn"
 
 echo "== orders: branch events (PostgreSQL with fsync=on, synchronous_commit=on)"
 # contacts consumes orders' events: its catch-up reads and its writes would be counted
 # against the orders figures (and against the event log's share of them), so it stops here
-kill -TERM "$contacts_pid" 2>/dev/null || true
-wait "$contacts_pid" 2>/dev/null || true
+for pid in "${contacts_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${contacts_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 orders_dsn=$(pg_service_db orders)
 # BENCH_ORDERS_INSTANCES: orders instances behind the broker (default 2: one database connection
 # each, and one instance leaves the second core idle)
