@@ -139,7 +139,10 @@ s_publish_run (const char *label, double seconds, int window, double rate, s_sta
         if (rate > 0) {
             double due = start + (double) i / rate;
             if (due > now) {
-                crm_branch_poll (pub, (int) ((due - now) * 1000));
+                //  At least a millisecond, rounded up: a wait of 0 would spin
+                //  and take a core from the suite being measured. What is due
+                //  meanwhile goes together after it
+                crm_branch_poll (pub, (int) ((due - now) * 1000) + 1);
                 continue;
             }
         }

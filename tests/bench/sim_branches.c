@@ -472,7 +472,10 @@ main (int argc, char **argv)
         if (opt->rate > 0) {
             int64_t due = start + (int64_t) ((double) published * 1e6 / opt->rate);
             if (due > now) {
-                crm_branch_poll (pub, (int) ((due - now) / 1000));
+                //  At least a millisecond, rounded up: a wait of 0 would spin
+                //  and take a core from the suite being measured. What is due
+                //  meanwhile goes together after it
+                crm_branch_poll (pub, (int) ((due - now + 999) / 1000));
                 continue;
             }
         }
