@@ -45,7 +45,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUSY_RETRY_S  0.01   //  Wait before trying again when another instance holds the counter
+#define BUSY_RETRY_S  0.01 //  Wait before trying again when another instance holds the counter
+#define LINGER_S      0.01 //  Wait after a soon kick, for the commits of that while to share a run
 #define SNDHWM        100000 //  Live events queued for the broker before PUB drops
 #define TYPE_NAME_MAX 128    //  Longest "crm.v1.<EventName>"
 //  Room left in a GetEvents reply for the status frame and framing
@@ -93,10 +94,11 @@ struct _crm_events_t {
     char *service;                          //  Service name, for log lines
     zsock_t *pub;                           //  Live fan-out; NULL when off
     ev_timer timer;                         //  Runs the sequencer every interval
-    ev_timer retry;                         //  Runs it again soon after a busy counter
+    ev_timer retry;                         //  Runs it soon: after a kick, or a busy counter
     int batch;                              //  Most events per sequencer run
     bool running;                           //  A sequencer statement is in flight
     bool again;                             //  Kicked while it was: run once more
+    bool again_soon;                        //  Kicked soon while it was: run once more, soon
     bool failing;                           //  The last run failed: log the next at debug
     int64_t positioned;                     //  Events positioned by this instance
     get_t *deferred;                        //  GetEvents held back while the sequencer runs
@@ -504,7 +506,8 @@ s_on_sequenced (crm_pg_status_t status, const PGresult *result, const char *erro
         return;
     }
     bool rerun = self->again;
-    self->again = false;
+    bool soon = self->again_soon;
+    self->again = self->again_soon = false;
     if (status == CRM_PG_OK) {
         int count = PQntuples (result);
         if (count == 1 && PQgetisnull (result, 0, 0)) {
@@ -533,11 +536,13 @@ s_on_sequenced (crm_pg_status_t status, const PGresult *result, const char *erro
                            error ? error : "no result");
             self->failing = true;
         }
-        rerun = false;
+        rerun = soon = false;
     }
     s_get_release (self);
     if (rerun)
         s_sequence (self);
+    else if (soon)
+        crm_events_kick_soon (self);
     s_release (self);
 }
 
@@ -553,7 +558,7 @@ s_sequence (crm_events_t *self)
     if (s_submit (self, "crm_events_sequence", 1, values, s_on_sequenced, self) != 0)
         return; //  Not connected: the timer tries again
     self->running = true;
-    self->again = false;
+    self->again = self->again_soon = false;
     ev_timer_stop (self->loop, &self->retry);
 }
 
@@ -573,6 +578,18 @@ crm_events_kick (crm_events_t *self)
         self->again = true;
     else
         s_sequence (self);
+}
+
+void
+crm_events_kick_soon (crm_events_t *self)
+{
+    assert (self);
+    if (self->running)
+        self->again_soon = true;
+    else if (!ev_is_active (&self->retry)) {
+        ev_timer_set (&self->retry, LINGER_S, 0);
+        ev_timer_start (self->loop, &self->retry);
+    }
 }
 
 //  --------------------------------------------------------------------------

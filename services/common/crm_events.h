@@ -45,9 +45,14 @@ crm_events_t *crm_events_new (struct ev_loop *loop, crm_pg_t *pg, const char *se
 //  or after.
 void crm_events_destroy (crm_events_t **self_p);
 
-//  A write that may have emitted events committed: runs the sequencer now,
-//  or right after the run in flight.
+//  Runs the sequencer now, or right after the run in flight.
 void crm_events_kick (crm_events_t *self);
+
+//  A write that may have emitted events committed: runs the sequencer in
+//  10 ms, or that long after the run in flight, so
+//  that the commits of that while share one run (one transaction, one
+//  commit) rather than one each. What the service runtime calls.
+void crm_events_kick_soon (crm_events_t *self);
 
 //  Answers call (crm_call_reply) with a GetEventsResponse: the events after
 //  request->after_position, at most request->limit (0: the default; capped),

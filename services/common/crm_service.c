@@ -458,7 +458,7 @@ s_on_sql_write_result (crm_pg_status_t status, const PGresult *result, const cha
 {
     crm_call_t *call = arg;
     if (status == CRM_PG_OK && call->service->events)
-        crm_events_kick (call->service->events);
+        crm_events_kick_soon (call->service->events);
     s_on_sql_result (status, result, error, call);
 }
 

@@ -187,11 +187,25 @@ test_commit_order (void)
     CHECK (PQresultStatus (res) == PGRES_FATAL_ERROR);
     PQclear (res);
 
+    //  Soon kicks: the commits of the linger share one run, one transaction
+    s_emit (t1, "test.Money", "{}", "soon-1");
+    crm_events_kick_soon (events);
+    s_emit (t2, "test.Money", "{}", "soon-2");
+    crm_events_kick_soon (events);
+    s_emit (t1, "test.Money", "{}", "soon-3");
+    crm_events_kick_soon (events);
+    CHECK (s_wait_positioned (events, 6));
+    CHECK_INT (crm_test_value (s_admin, "SELECT count(DISTINCT xmin::text) FROM crm_outbox "
+                                        "WHERE request_id LIKE 'soon-%'"),
+               1);
+    CHECK_INT (s_position_of ("soon-3"), 6);
+    CHECK (s_gapless (6));
+
     //  The timer runs it too, without a kick
     s_emit (t1, "test.Money", "{}", "by-timer");
     crm_events_set_interval (events, 20);
-    CHECK (s_wait_positioned (events, 4));
-    CHECK_INT (s_position_of ("by-timer"), 4);
+    CHECK (s_wait_positioned (events, 7));
+    CHECK_INT (s_position_of ("by-timer"), 7);
 
     //  Destroyed with a run in flight: the run completes, the object goes with it
     s_emit (t1, "test.Money", "{}", "in-flight");
@@ -200,7 +214,7 @@ test_commit_order (void)
     crm_events_destroy (&events);
     CHECK (events == NULL);
     crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5);
-    CHECK_INT (s_position_of ("in-flight"), 5);
+    CHECK_INT (s_position_of ("in-flight"), 8);
 
     PQfinish (t1);
     PQfinish (t2);
