@@ -502,7 +502,7 @@ s_json_string (crm_pg_t *self, const char *text)
             break;
         char escape[8];
         int len = c == '"' || c == '\\' ? snprintf (escape, sizeof escape, "\\%c", c)
-                                         : snprintf (escape, sizeof escape, "\\u%04x", c);
+                                        : snprintf (escape, sizeof escape, "\\u%04x", c);
         if (s_json_put (self, escape, (size_t) len))
             return -1;
         run = at + 1;
@@ -572,8 +572,7 @@ s_send (crm_pg_t *self)
             goto failed;
     }
     item_t *item;
-    while (self->reads.head &&
-           (self->read_segments == 0 || self->reads.count >= READ_GROUP)) {
+    while (self->reads.head && (self->read_segments == 0 || self->reads.count >= READ_GROUP)) {
         int count = 0;
         while (count < READ_GROUP && (item = s_queue_pop (&self->reads))) {
             count++;

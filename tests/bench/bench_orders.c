@@ -342,10 +342,10 @@ s_copy (long rows)
 static char *
 s_emit_definition (PGconn *conn)
 {
-    PGresult *res = PQexec (
-        conn, "SELECT string_agg (pg_get_functiondef (f), ';' ORDER BY f::text) || ';' "
-              "FROM unnest (ARRAY['crm_event_emit(text,jsonb,text)'::regprocedure, "
-              "'crm_event_emit_many(text[],jsonb[],text[])'::regprocedure]) AS f");
+    PGresult *res =
+        PQexec (conn, "SELECT string_agg (pg_get_functiondef (f), ';' ORDER BY f::text) || ';' "
+                      "FROM unnest (ARRAY['crm_event_emit(text,jsonb,text)'::regprocedure, "
+                      "'crm_event_emit_many(text[],jsonb[],text[])'::regprocedure]) AS f");
     char *def = NULL;
     if (PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1)
         def = strdup (PQgetvalue (res, 0, 0));

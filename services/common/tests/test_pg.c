@@ -539,8 +539,14 @@ test_batch_writes (void)
     CHECK_INT (crm_test_value (s_admin, "SELECT count(DISTINCT txid) FROM " SCHEMA ".t"), 1);
 
     //  Text that JSON must escape, and NULL, come back exactly
-    const char *texts[] = {"plain", "quote \" and backslash \\", "tab\tnew\nline\x01\x1f",
-                           "Ирина Łódź 東京", "", NULL, "{\"a\": [1]}", "\\u0041"};
+    const char *texts[] = {"plain",
+                           "quote \" and backslash \\",
+                           "tab\tnew\nline\x01\x1f",
+                           "Ирина Łódź 東京",
+                           "",
+                           NULL,
+                           "{\"a\": [1]}",
+                           "\\u0041"};
     enum { T = sizeof texts / sizeof texts[0] };
     answer_t echoes[T];
     memset (echoes, 0, sizeof echoes);

@@ -232,7 +232,7 @@ test_a_taken_tracking_code_is_skipped (void)
 //  another, and everything but the clock must match.
 #define S_ONE_SCHEMA   "test_orders_one"
 #define S_BATCH_SCHEMA "test_orders_batch"
-#define S_BATCH_ROWS 10
+#define S_BATCH_ROWS   10
 
 //  What differs between the two runs only by the clock
 #define S_NO_TIMES(expr)                                                                           \
@@ -252,16 +252,16 @@ s_batch_rows (char *json, size_t size)
         const char *request_id, *fingerprint, *purchase, *external_id;
         int code;
     } rows[S_BATCH_ROWS] = {
-        {"b-1", "fp-1", "false", "e-1", 0},     //  plain
-        {"b-2", "fp-2", "true", "e-2", 1},      //  plain purchase
-        {"b-1", "fp-1", "false", "e-1", 2},     //  resend of the first: its reply again
-        {"b-1", "fp-other", "false", "e-9", 3}, //  its id for another request: refused
-        {"b-5", "fp-5", "false", "e-1", 4},     //  the first's order number again
+        {"b-1", "fp-1", "false", "e-1", 0},       //  plain
+        {"b-2", "fp-2", "true", "e-2", 1},        //  plain purchase
+        {"b-1", "fp-1", "false", "e-1", 2},       //  resend of the first: its reply again
+        {"b-1", "fp-other", "false", "e-9", 3},   //  its id for another request: refused
+        {"b-5", "fp-5", "false", "e-1", 4},       //  the first's order number again
         {"pre-1", "fp-pre", "false", "pre-1", 5}, //  resend of a request stored before
-        {"b-7", "fp-7", "false", "e-7", -1},    //  first code taken: the second is used
-        {"b-8", "fp-8", "false", "pre-1", 7},   //  an order number stored before
-        {"b-9", "fp-9", "false", "e-9", 8},     //  plain, after one refused with its number
-        {"b-10", "fp-10", "false", "e-10", 9},  //  plain
+        {"b-7", "fp-7", "false", "e-7", -1},      //  first code taken: the second is used
+        {"b-8", "fp-8", "false", "pre-1", 7},     //  an order number stored before
+        {"b-9", "fp-9", "false", "e-9", 8},       //  plain, after one refused with its number
+        {"b-10", "fp-10", "false", "e-10", 9},    //  plain
     };
     size_t at = 0;
     at += (size_t) snprintf (json + at, size - at, "[");
@@ -287,12 +287,16 @@ s_batch_rows (char *json, size_t size)
 static void
 s_batch_setup (PGconn *conn)
 {
-    s_value (conn, "SELECT order_place ('pre-1', 'fp-pre', false, '0b5a7a52-93f4-4bd4-b1a4-5c1e6a3d2f01', "
-                   "'store-1', "
-                   "'pre-1', NULL, '[]', 'EUR', 0, NULL, '', 'store-1', ARRAY['PRESTORED001'])");
-    s_value (conn, "SELECT order_place ('pre-2', 'fp-pre-2', false, '0b5a7a52-93f4-4bd4-b1a4-5c1e6a3d2f02', "
-                   "'store-1', "
-                   "'pre-2', NULL, '[]', 'EUR', 0, NULL, '', 'store-1', ARRAY['TAKENCODE001'])");
+    s_value (
+        conn,
+        "SELECT order_place ('pre-1', 'fp-pre', false, '0b5a7a52-93f4-4bd4-b1a4-5c1e6a3d2f01', "
+        "'store-1', "
+        "'pre-1', NULL, '[]', 'EUR', 0, NULL, '', 'store-1', ARRAY['PRESTORED001'])");
+    s_value (
+        conn,
+        "SELECT order_place ('pre-2', 'fp-pre-2', false, '0b5a7a52-93f4-4bd4-b1a4-5c1e6a3d2f02', "
+        "'store-1', "
+        "'pre-2', NULL, '[]', 'EUR', 0, NULL, '', 'store-1', ARRAY['TAKENCODE001'])");
     s_value (conn, "TRUNCATE crm_outbox");
 }
 
@@ -311,10 +315,11 @@ test_a_batch_answers_as_one_by_one (void)
     if (getenv ("TEST_STORE_SHOW"))
         fprintf (stderr, "%s\n", json);
     const char *values[] = {json};
-    PGresult *res = PQexecParams (batch,
-                                  "SELECT " S_NO_TIMES ("r") " FROM order_place_batch ($1::jsonb) "
-                                  "WITH ORDINALITY AS x (r, n) ORDER BY n",
-                                  1, NULL, values, NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams (batch,
+                      "SELECT " S_NO_TIMES ("r") " FROM order_place_batch ($1::jsonb) "
+                                                 "WITH ORDINALITY AS x (r, n) ORDER BY n",
+                      1, NULL, values, NULL, NULL, 0);
     CHECK (PQresultStatus (res) == PGRES_TUPLES_OK);
     if (PQresultStatus (res) != PGRES_TUPLES_OK)
         fprintf (stderr, "order_place_batch: %s", PQerrorMessage (batch));
@@ -346,8 +351,9 @@ test_a_batch_answers_as_one_by_one (void)
     PQclear (res);
 
     //  The outcomes themselves
-    const char *codes = s_value (batch, "SELECT string_agg (r->>'code', ',' ORDER BY n) "
-                                        "FROM order_place_batch ('[]') WITH ORDINALITY AS x (r, n)");
+    const char *codes =
+        s_value (batch, "SELECT string_agg (r->>'code', ',' ORDER BY n) "
+                        "FROM order_place_batch ('[]') WITH ORDINALITY AS x (r, n)");
     CHECK_STR (codes, "");
     CHECK_STR (s_value (batch, "SELECT string_agg (coalesce (reply->>'code', '?'), ',' "
                                "ORDER BY request_id) FROM crm_idempotency"),
@@ -360,13 +366,15 @@ test_a_batch_answers_as_one_by_one (void)
 
     //  Stored replies, orders and events match too
     const char *sets[] = {
-        "SELECT string_agg (request_id || method || fingerprint || " S_NO_TIMES ("reply") ", '|' "
-        "ORDER BY request_id) FROM crm_idempotency",
+        "SELECT string_agg (request_id || method || fingerprint || " S_NO_TIMES (
+            "reply") ", '|' "
+                     "ORDER BY request_id) FROM crm_idempotency",
         "SELECT string_agg (external_id || tracking_code || status || items::text || total_minor "
         "|| coalesce (contact_id::text, '-') || coalesce (promised_by_ms::text, '-') "
         "|| " S_NO_TIMES ("history") ", '|' ORDER BY external_id) FROM orders",
-        "SELECT string_agg (topic || request_id || " S_NO_TIMES ("payload") ", '|' "
-        "ORDER BY request_id, topic) FROM crm_outbox",
+        "SELECT string_agg (topic || request_id || " S_NO_TIMES (
+            "payload") ", '|' "
+                       "ORDER BY request_id, topic) FROM crm_outbox",
         "SELECT count(*) FROM crm_outbox",
     };
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
@@ -375,9 +383,9 @@ test_a_batch_answers_as_one_by_one (void)
         CHECK (*first);
         CHECK_STR (first, s_value (one, "%s", sets[i]));
     }
-    CHECK_INT (s_count (batch, "SELECT count(*) FROM crm_outbox WHERE topic = '%s'",
-                        "orders.OrderPlaced"),
-               4);
+    CHECK_INT (
+        s_count (batch, "SELECT count(*) FROM crm_outbox WHERE topic = '%s'", "orders.OrderPlaced"),
+        4);
     PQfinish (batch);
     PQfinish (one);
 }
