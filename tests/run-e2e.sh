@@ -160,8 +160,10 @@ ORDERS_DSN=$(pg_service_db orders) || {
     exit 1
 }
 
-read -r P_REQ P_IN P_OUT <<<"$(free_ports 3)"
+read -r P_REQ P_IN P_OUT P_WORK <<<"$(free_ports 4)"
 BROKER=tcp://127.0.0.1:$P_REQ
+# Workers on an endpoint of their own, as deployed: the tests' client endpoint refuses them
+WORKERS=tcp://127.0.0.1:$P_WORK
 
 SAN_ENV=()
 if [ "$(basename "$BUILD")" = build-san ]; then
@@ -170,6 +172,7 @@ fi
 
 start broker env "${SAN_ENV[@]}" \
     CRM_BROKER_ENDPOINT="$BROKER" \
+    CRM_BROKER_WORKER_ENDPOINT="$WORKERS" \
     CRM_BROKER_EVENTS_IN="tcp://127.0.0.1:$P_IN" \
     CRM_BROKER_EVENTS_OUT="tcp://127.0.0.1:$P_OUT" \
     CRM_BROKER_HEARTBEAT_MS=500 \
@@ -179,6 +182,7 @@ start broker env "${SAN_ENV[@]}" \
 start contacts env "${SAN_ENV[@]}" \
     CRM_CONTACTS_DSN="$CONTACTS_DSN" \
     CRM_BROKER_ENDPOINT="$BROKER" \
+    CRM_BROKER_WORKER_ENDPOINT="$WORKERS" \
     CRM_DEFAULT_CALLING_CODE=49 \
     CRM_BRANCH_CALLING_CODES="e2e-lv=371" \
     CRM_BROKER_EVENTS_IN="tcp://127.0.0.1:$P_IN" \
@@ -189,6 +193,7 @@ start contacts env "${SAN_ENV[@]}" \
 start orders env "${SAN_ENV[@]}" \
     CRM_ORDERS_DSN="$ORDERS_DSN" \
     CRM_BROKER_ENDPOINT="$BROKER" \
+    CRM_BROKER_WORKER_ENDPOINT="$WORKERS" \
     CRM_BROKER_EVENTS_IN="tcp://127.0.0.1:$P_IN" \
     CRM_ORDERS_SWEEP_S=1 \
     CRM_LOG_LEVEL=debug \

@@ -75,6 +75,7 @@ struct _s_worker_t {
     s_worker_t *ring_prev, *ring_next; //  Ring of workers with room
     s_worker_t *prev, *next;           //  All workers
     uint32_t slots;                    //  Head of its list of requests in flight
+    void *socket;                      //  The ROUTER it came in on
 };
 
 struct _s_service_t {
@@ -112,11 +113,15 @@ struct _broker_t {
     char *config_endpoint;  //  Owned copies of the configured endpoints
     char *config_events_in;
     char *config_events_out;
+    char *config_worker_endpoint;
     char endpoint[256]; //  Endpoints as bound
+    char worker_endpoint[256];
     char events_in[256];
     char events_out[256];
     void *ctx;                          //  Own libzmq context
-    void *router;                       //  Clients and workers
+    void *router;                       //  Clients, and workers unless they have their own
+    void *wrouter;                      //  Workers only; NULL when they use router
+    void *from;                         //  The ROUTER of the message being handled
     void *xsub;                         //  Event publishers; NULL when off
     void *xpub;                         //  Event subscribers; NULL when off
     zhashx_t *workers;                  //  s_worker_t by routing id
@@ -352,14 +357,14 @@ s_msgs_close (zmq_msg_t *msgs, int n)
 //  or -1 with errno when the peer is gone (EHOSTUNREACH) or full (EAGAIN);
 //  nothing is sent then.
 static int
-s_send (broker_t *self, zmq_msg_t *head, int nhead, zmq_msg_t *body, int nbody)
+s_send (void *socket, zmq_msg_t *head, int nhead, zmq_msg_t *body, int nbody)
 {
     int total = nhead + nbody;
     int rc = 0;
     for (int i = 0; i < total; i++) {
         zmq_msg_t *msg = i < nhead ? &head[i] : &body[i - nhead];
         int flags = ZMQ_DONTWAIT | (i + 1 < total ? ZMQ_SNDMORE : 0);
-        if (zmq_msg_send (msg, self->router, flags) < 0) {
+        if (zmq_msg_send (msg, socket, flags) < 0) {
             //  With ROUTER_MANDATORY only the routing-id frame can fail; a
             //  later frame would be taken as a new routing id, so stop
             int err = errno;
@@ -395,7 +400,7 @@ s_client_send (broker_t *self, zmq_msg_t *client, const char *service, size_t se
     s_msg_set (&head[1], "", 0);
     s_msg_set (&head[2], CRM_MDPC, 6);
     s_msg_set (&head[3], service, service_size);
-    if (s_send (self, head, 4, body, nbody) != 0 && crm_log_enabled (CRM_LOG_DEBUG))
+    if (s_send (self->router, head, 4, body, nbody) != 0 && crm_log_enabled (CRM_LOG_DEBUG))
         crm_debug ("could not reply to a client of %.*s: %s", (int) service_size, service,
                    zmq_strerror (errno));
 }
@@ -638,14 +643,14 @@ s_ring_remove (s_service_t *service, s_worker_t *worker)
 //  Workers
 
 static void
-s_worker_command (broker_t *self, s_worker_t *worker, byte command)
+s_worker_command (s_worker_t *worker, byte command)
 {
     zmq_msg_t head[4];
     s_msg_set (&head[0], worker->id, worker->id_size);
     s_msg_set (&head[1], "", 0);
     s_msg_set (&head[2], CRM_MDPW, 6);
     s_msg_set (&head[3], &command, 1);
-    s_send (self, head, 4, NULL, 0);
+    s_send (worker->socket, head, 4, NULL, 0);
 }
 
 static s_worker_t *
@@ -662,7 +667,7 @@ s_worker_delete (broker_t *self, s_worker_t *worker, bool disconnect)
 {
     s_service_t *service = worker->service;
     if (disconnect)
-        s_worker_command (self, worker, CRM_MDPW_DISCONNECT);
+        s_worker_command (worker, CRM_MDPW_DISCONNECT);
     while (worker->slots != SLOT_NONE) {
         uint32_t index = worker->slots;
         s_slot_t *slot = s_slot (self, index);
@@ -710,7 +715,7 @@ s_worker_send_request (broker_t *self, s_worker_t *worker, zmq_msg_t *client, zm
     s_msg_set (&head[4], address, sizeof address);
     s_msg_set (&head[5], "", 0);
     //  The routing-id frame goes alone first so a failure leaves the body intact
-    if (zmq_msg_send (&head[0], self->router, ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0) {
+    if (zmq_msg_send (&head[0], worker->socket, ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0) {
         int err = errno;
         s_msgs_close (head, 6);
         s_slot_give (self, index);
@@ -719,12 +724,12 @@ s_worker_send_request (broker_t *self, s_worker_t *worker, zmq_msg_t *client, zm
     }
     for (int i = 1; i < 6; i++) {
         int more = i < 5 || nbody > 0 ? ZMQ_SNDMORE : 0;
-        int rc = zmq_msg_send (&head[i], self->router, ZMQ_DONTWAIT | more);
+        int rc = zmq_msg_send (&head[i], worker->socket, ZMQ_DONTWAIT | more);
         assert (rc >= 0 || errno == ETERM);
     }
     for (int i = 0; i < nbody; i++) {
         int more = i + 1 < nbody ? ZMQ_SNDMORE : 0;
-        int rc = zmq_msg_send (&body[i], self->router, ZMQ_DONTWAIT | more);
+        int rc = zmq_msg_send (&body[i], worker->socket, ZMQ_DONTWAIT | more);
         assert (rc >= 0 || errno == ETERM);
     }
     zmq_msg_move (&slot->client, client);
@@ -915,6 +920,7 @@ s_worker_ready (broker_t *self, s_worker_t *known)
     worker->service = service;
     worker->capacity = (int) capacity;
     worker->slots = SLOT_NONE;
+    worker->socket = self->from;
     worker->expiry = self->now + (int64_t) self->config.heartbeat_ms * self->config.liveness;
     s_key_t key = {worker->id_size, worker->id};
     zhashx_insert (self->workers, &key, worker);
@@ -1002,7 +1008,7 @@ s_worker_message (broker_t *self)
                 s_msg_set (&head[1], "", 0);
                 s_msg_set (&head[2], CRM_MDPW, 6);
                 s_msg_set (&head[3], &disconnect, 1);
-                s_send (self, head, 4, NULL, 0);
+                s_send (self->from, head, 4, NULL, 0);
             }
             else if (command == CRM_MDPW_REPLY)
                 s_worker_reply (self, worker);
@@ -1073,7 +1079,13 @@ s_handle_router (broker_t *self)
         return;
     }
     zmq_msg_t *header = &self->parts[2];
-    if (s_frame_is (header, CRM_MDPC, 6))
+    //  With a worker endpoint of their own, workers are heard only there:
+    //  whoever may send requests cannot offer to serve them
+    if (self->wrouter && s_frame_is (header, self->from == self->wrouter ? CRM_MDPC : CRM_MDPW, 6))
+        s_refuse (self, "dropped a %s message on the %s endpoint",
+                  self->from == self->wrouter ? "client" : "worker",
+                  self->from == self->wrouter ? "worker" : "client");
+    else if (s_frame_is (header, CRM_MDPC, 6))
         s_client_message (self);
     else if (s_frame_is (header, CRM_MDPW, 6))
         s_worker_message (self);
@@ -1120,7 +1132,7 @@ s_heartbeat (broker_t *self)
             s_msg_set (&head[1], "", 0);
             s_msg_set (&head[2], CRM_MDPW, 6);
             s_msg_set (&head[3], &command, 1);
-            if (s_send (self, head, 4, NULL, 0) != 0 && errno == EHOSTUNREACH) {
+            if (s_send (worker->socket, head, 4, NULL, 0) != 0 && errno == EHOSTUNREACH) {
                 crm_warn ("worker %s of %s disconnected with %d requests in flight", worker->label,
                           worker->service->name, worker->in_flight);
                 s_worker_delete (self, worker, false);
@@ -1186,12 +1198,13 @@ broker_step (broker_t *self, int timeout_ms)
         wait = 0;
     if (timeout_ms >= 0 && wait > timeout_ms)
         wait = timeout_ms;
-    zmq_pollitem_t items[3] = {
+    zmq_pollitem_t items[4] = {
         {self->router, 0, ZMQ_POLLIN, 0},
+        {self->wrouter ? self->wrouter : self->router, 0, self->wrouter ? ZMQ_POLLIN : 0, 0},
         {self->xsub, 0, ZMQ_POLLIN, 0},
         {self->xpub, 0, ZMQ_POLLIN, 0},
     };
-    int nitems = self->xsub ? 3 : 1;
+    int nitems = self->xsub ? 4 : 2;
     if (zmq_poll (items, nitems, (long) wait) < 0) {
         if (errno == EINTR)
             return 0;
@@ -1199,19 +1212,22 @@ broker_step (broker_t *self, int timeout_ms)
         return -1;
     }
     self->now = crm_mono_ms ();
-    if (items[0].revents & ZMQ_POLLIN) {
+    for (int i = 0; i < 2; i++) {
+        if (!(items[i].revents & ZMQ_POLLIN))
+            continue;
+        self->from = items[i].socket;
         self->burst++;
         for (int n = 0; n < BROKER_BURST; n++) {
-            if (s_recv (self, self->router) != 0)
+            if (s_recv (self, self->from) != 0)
                 break;
             s_handle_router (self);
             s_msgs_close (self->parts, self->nparts);
         }
     }
-    if (nitems == 3) {
-        if (items[1].revents & ZMQ_POLLIN)
-            s_forward (self->xsub, self->xpub);
+    if (nitems == 4) {
         if (items[2].revents & ZMQ_POLLIN)
+            s_forward (self->xsub, self->xpub);
+        if (items[3].revents & ZMQ_POLLIN)
             s_forward (self->xpub, self->xsub);
     }
     s_housekeeping (self);
@@ -1248,7 +1264,8 @@ int
 broker_run (broker_t *self)
 {
     assert (self);
-    crm_info ("broker started on %s (events in %s, out %s), heartbeat %d ms", self->endpoint,
+    crm_info ("broker started on %s (workers on %s, events in %s, out %s), heartbeat %d ms",
+              self->endpoint, self->wrouter ? self->worker_endpoint : "the same",
               self->xsub ? self->events_in : "off", self->xpub ? self->events_out : "off",
               self->config.heartbeat_ms);
     int rc = 0;
@@ -1283,6 +1300,7 @@ broker_config_defaults (broker_config_t *config)
     config->endpoint = "tcp://127.0.0.1:5555";
     config->events_in = "tcp://127.0.0.1:5556";
     config->events_out = "tcp://127.0.0.1:5557";
+    config->worker_endpoint = NULL;
     config->heartbeat_ms = CRM_MDP_HEARTBEAT_MS;
     config->liveness = CRM_MDP_LIVENESS;
     config->no_worker_ms = 3000;
@@ -1335,6 +1353,9 @@ broker_new (const broker_config_t *config)
     self->config_endpoint = strdup (config->endpoint);
     self->config_events_in = config->events_in ? strdup (config->events_in) : NULL;
     self->config_events_out = config->events_out ? strdup (config->events_out) : NULL;
+    self->config_worker_endpoint =
+        config->worker_endpoint ? strdup (config->worker_endpoint) : NULL;
+    self->config.worker_endpoint = self->config_worker_endpoint;
     self->config.endpoint = self->config_endpoint;
     self->config.events_in = self->config_events_in;
     self->config.events_out = self->config_events_out;
@@ -1358,6 +1379,14 @@ broker_new (const broker_config_t *config)
     if (!self->router) {
         broker_destroy (&self);
         return NULL;
+    }
+    if (self->config.worker_endpoint && *self->config.worker_endpoint) {
+        self->wrouter = s_bind (self, ZMQ_ROUTER, self->config.worker_endpoint,
+                                self->worker_endpoint, sizeof self->worker_endpoint);
+        if (!self->wrouter) {
+            broker_destroy (&self);
+            return NULL;
+        }
     }
     bool events = self->config.events_in && *self->config.events_in && self->config.events_out &&
                   *self->config.events_out;
@@ -1384,6 +1413,8 @@ broker_destroy (broker_t **self_p)
     s_shutdown (self);
     if (self->router)
         zmq_close (self->router);
+    if (self->wrouter)
+        zmq_close (self->wrouter);
     if (self->xsub)
         zmq_close (self->xsub);
     if (self->xpub)
@@ -1408,6 +1439,7 @@ broker_destroy (broker_t **self_p)
     free (self->config_endpoint);
     free (self->config_events_in);
     free (self->config_events_out);
+    free (self->config_worker_endpoint);
     free (self);
     *self_p = NULL;
 }
@@ -1417,6 +1449,13 @@ broker_endpoint (broker_t *self)
 {
     assert (self);
     return self->endpoint;
+}
+
+const char *
+broker_worker_endpoint (broker_t *self)
+{
+    assert (self);
+    return self->wrouter ? self->worker_endpoint : self->endpoint;
 }
 
 const char *

@@ -9,7 +9,11 @@
 #define BROKER_H_INCLUDED
 
 typedef struct {
-    const char *endpoint;   //  ROUTER for clients and workers, e.g. "tcp://127.0.0.1:5555"
+    const char *endpoint; //  ROUTER for clients and workers, e.g. "tcp://127.0.0.1:5555"
+    //  ROUTER for workers only, e.g. "tcp://127.0.0.1:5558"; NULL or "": workers use endpoint.
+    //  With it, endpoint takes only client messages, so that whoever can send requests
+    //  cannot register to serve them
+    const char *worker_endpoint;
     const char *events_in;  //  XSUB publishers connect to; NULL or "" for no fan-out
     const char *events_out; //  XPUB subscribers connect to; NULL or "" for no fan-out
     int heartbeat_ms;       //  Interval of heartbeats to and from workers
@@ -36,6 +40,7 @@ void broker_destroy (broker_t **self_p);
 //  Endpoints as bound, with ephemeral ports resolved; borrowed. The events
 //  endpoints are NULL when the fan-out is off.
 const char *broker_endpoint (broker_t *self);
+const char *broker_worker_endpoint (broker_t *self); //  endpoint when workers share it
 const char *broker_events_in (broker_t *self);
 const char *broker_events_out (broker_t *self);
 

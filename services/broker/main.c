@@ -11,7 +11,10 @@
 
 static const crm_config_var_t s_vars[] = {
     {"CRM_BROKER_ENDPOINT", "tcp://127.0.0.1:5555",
-     "7/MDP endpoint the broker binds for clients and workers"},
+     "7/MDP endpoint the broker binds for clients (and workers, unless the next is set)"},
+    {"CRM_BROKER_WORKER_ENDPOINT", "",
+     "7/MDP endpoint for workers only; when set, CRM_BROKER_ENDPOINT refuses workers, so it can "
+     "be published without letting clients register as services"},
     {"CRM_BROKER_EVENTS_IN", "tcp://127.0.0.1:5556", "XSUB endpoint event publishers connect to"},
     {"CRM_BROKER_EVENTS_OUT", "tcp://127.0.0.1:5557", "XPUB endpoint event subscribers connect to"},
     {"CRM_BROKER_HEARTBEAT_MS", "2500", "heartbeat interval to and from workers, ms"},
@@ -57,6 +60,7 @@ main (int argc, char **argv)
     broker_config_t settings;
     broker_config_defaults (&settings);
     settings.endpoint = crm_config_get (config, "CRM_BROKER_ENDPOINT");
+    settings.worker_endpoint = crm_config_get (config, "CRM_BROKER_WORKER_ENDPOINT");
     settings.events_in = crm_config_get (config, "CRM_BROKER_EVENTS_IN");
     settings.events_out = crm_config_get (config, "CRM_BROKER_EVENTS_OUT");
     settings.heartbeat_ms = (int) heartbeat_ms;

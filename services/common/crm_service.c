@@ -347,7 +347,9 @@ crm_service_new (struct ev_loop *loop, crm_config_t *config, const char *name,
     }
     for (unsigned i = 0; i < desc->n_methods; i++)
         assert (self->handlers[i]); //  Every rpc needs its handler
-    const char *broker = crm_config_get (config, "CRM_BROKER_ENDPOINT");
+    const char *broker = crm_config_get (config, "CRM_BROKER_WORKER_ENDPOINT");
+    if (!broker || !*broker)
+        broker = crm_config_get (config, "CRM_BROKER_ENDPOINT");
     self->worker = crm_mdp_worker_new (loop, broker, name, (int) capacity, s_on_request, self);
     if (!self->worker) {
         crm_error ("could not connect to broker at \"%s\"", broker);

@@ -32,8 +32,8 @@ typedef struct {
 
 //  An instance of MDP service name, answering the methods of desc with the
 //  handlers of methods (a table ended by {NULL}; borrowed); ctx is passed to
-//  every handler. Reads CRM_BROKER_ENDPOINT, CRM_CAPACITY and
-//  CRM_BROKER_HEARTBEAT_MS from config.
+//  every handler. Reads CRM_BROKER_WORKER_ENDPOINT (or, when empty,
+//  CRM_BROKER_ENDPOINT), CRM_CAPACITY and CRM_BROKER_HEARTBEAT_MS from config.
 //  Asserts every rpc of desc has a handler. Caller owns the result.
 crm_service_t *crm_service_new (struct ev_loop *loop, crm_config_t *config, const char *name,
                                 const ProtobufCServiceDescriptor *desc, const crm_method_t *methods,
@@ -65,6 +65,9 @@ void crm_service_set_events (crm_service_t *self, struct _crm_events_t *events);
 //  Configuration variables read by crm_service_new, for a program's table.
 #define CRM_SERVICE_CONFIG_VARS                                                                    \
     {"CRM_BROKER_ENDPOINT", "tcp://127.0.0.1:5555", "broker endpoint for MDP requests"},           \
+        {"CRM_BROKER_WORKER_ENDPOINT", "",                                                         \
+         "broker endpoint this service serves on, when the broker has one for workers; "           \
+         "empty: CRM_BROKER_ENDPOINT"},                                                            \
         {"CRM_CAPACITY", "64", "requests one instance holds in flight at once (MDP extension)"},   \
     {                                                                                              \
         "CRM_BROKER_HEARTBEAT_MS", "2500", "MDP heartbeat interval; must match the broker's"       \

@@ -508,6 +508,54 @@ test_bursts_stay_together (void)
     broker_destroy (&broker);
 }
 
+//  With a worker endpoint of its own, the broker hears workers only there:
+//  whoever reaches the client endpoint can send requests but not serve them
+static void
+test_worker_endpoint (void)
+{
+    crm_test_broker_t guarded;
+    crm_test_broker_init (&guarded, false);
+    guarded.config.worker_endpoint = "tcp://127.0.0.1:*";
+    if (crm_test_broker_start (&guarded) != 0)
+        return;
+    char workers_at[256];
+    snprintf (workers_at, sizeof workers_at, "%s", broker_worker_endpoint (guarded.broker));
+    CHECK (strcmp (workers_at, guarded.endpoint) != 0);
+    crm_mdp_client_t *client = crm_mdp_client_new (guarded.endpoint);
+
+    //  A worker on the client endpoint is not heard: its service stays unknown
+    void *intruder = s_socket (ZMQ_DEALER, guarded.endpoint);
+    s_send (intruder, 5, "", CRM_MDPW, "\x01", "guarded", "capacity=4");
+    usleep (200000);
+    CHECK (!crm_test_mmi_known (client, "guarded"));
+
+    //  On the worker endpoint it is, and requests to the client endpoint reach it
+    void *worker = s_socket (ZMQ_DEALER, workers_at);
+    s_send (worker, 5, "", CRM_MDPW, "\x01", "guarded", "capacity=4");
+    CHECK (crm_test_mmi_wait (client, "guarded", 2000));
+    void *dealer = s_socket (ZMQ_DEALER, guarded.endpoint);
+    s_client_request (dealer, false, "guarded", "g-1", "p");
+    crm_test_msg_t msg;
+    CHECK (s_worker_request (worker, &msg, 2000) == 0);
+    s_worker_answer (worker, &msg);
+    CHECK (s_client_reply (dealer, false, "guarded", &msg, 2000) == 3);
+    crm_test_msg_close (&msg);
+    CHECK (crm_test_msg_recv (intruder, &msg, 100) != 0);
+
+    //  A client request on the worker endpoint is dropped, not served
+    void *sneaky = s_socket (ZMQ_DEALER, workers_at);
+    s_client_request (sneaky, false, "guarded", "g-2", "p");
+    CHECK (s_worker_request (worker, &msg, 300) != 0);
+    CHECK (crm_test_msg_recv (sneaky, &msg, 100) != 0);
+
+    zmq_close (sneaky);
+    zmq_close (dealer);
+    zmq_close (worker);
+    zmq_close (intruder);
+    crm_mdp_client_destroy (&client);
+    crm_test_broker_stop (&guarded);
+}
+
 static void
 test_capacity (void)
 {
@@ -857,6 +905,7 @@ main (void)
     RUN (test_request_reply);
     RUN (test_load_balancing);
     RUN (test_bursts_stay_together);
+    RUN (test_worker_endpoint);
     RUN (test_capacity);
     RUN (test_no_worker);
     RUN (test_dead_worker);
