@@ -144,7 +144,7 @@ $(BUILD)/tests/%: services/%.c $(LIBCRM) $$(call svc_objs,$$(call svc_of,$$*)) $
 	@$(if $(V),true,echo "  CC      $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -Iservices/$(call svc_of,$*) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(LIBCRM) $(LDLIBS)
 
-$(BUILD)/bench/%: tests/bench/%.c $(LIBCRM)
+$(BUILD)/bench/%: tests/bench/%.c tests/bench/bench.h $(LIBCRM)
 	@mkdir -p $(dir $@)
 	@$(if $(V),true,echo "  CC      $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIBCRM) $(LDLIBS)

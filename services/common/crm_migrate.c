@@ -7,6 +7,8 @@
  */
 #include "crm_migrate.h"
 #include "crm_log.h"
+#include "crm_pg.h"
+#include "crm_util.h"
 
 #include <libpq-fe.h>
 
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 //  The first line of a failed result's message, without libpq's severity prefix.
 static const char *
@@ -25,14 +28,7 @@ s_message (const PGresult *res, PGconn *conn, char *out, size_t size)
         msg = res ? PQresultErrorMessage (res) : PQerrorMessage (conn);
     if (!msg || !*msg)
         msg = PQerrorMessage (conn);
-    const char *colon = strstr (msg, ":  ");
-    if (colon && colon - msg < 10)
-        msg = colon + 3;
-    size_t len = strcspn (msg, "\n");
-    if (len >= size)
-        len = size - 1;
-    memcpy (out, msg, len);
-    out[len] = '\0';
+    crm_pg_message (out, size, msg);
     return out;
 }
 
@@ -215,4 +211,19 @@ done:
     PQfreemem (quoted);
     PQfinish (conn);
     return rc;
+}
+
+int
+crm_migrate_wait (const char *dsn, const char *schema, const crm_migration_t *migrations,
+                  size_t count, long wait_s)
+{
+    int64_t give_up = crm_mono_ms () + wait_s * 1000;
+    while (crm_migrate (dsn, schema, migrations, count) != 0) {
+        if (crm_mono_ms () >= give_up) {
+            crm_error ("database not ready after %ld s, giving up", wait_s);
+            return -1;
+        }
+        sleep (1);
+    }
+    return 0;
 }

@@ -19,6 +19,12 @@ typedef struct {
 int crm_migrate (const char *dsn, const char *schema, const crm_migration_t *migrations,
                  size_t count);
 
+//  crm_migrate, tried again every second for up to wait_s seconds while it
+//  fails (the database may still be starting: compose, make run). 0, or -1
+//  with a log line once it gives up.
+int crm_migrate_wait (const char *dsn, const char *schema, const crm_migration_t *migrations,
+                      size_t count, long wait_s);
+
 //  libcrm's own migrations (generated at build time from services/common/migrations/).
 extern const crm_migration_t crm_common_migrations[];
 extern const size_t crm_common_migrations_count;

@@ -207,11 +207,10 @@ s_queue_pop (queue_t *queue)
     return item;
 }
 
-//  Copies a libpq or server message, first line only, without the severity
-//  prefix libpq puts in front ("FATAL:  ").
-static void
-s_copy_message (char *out, size_t size, const char *msg)
+void
+crm_pg_message (char *out, size_t size, const char *msg)
 {
+    assert (out && size > 0);
     if (!msg || !*msg)
         msg = "unknown error";
     const char *colon = strstr (msg, ":  ");
@@ -234,7 +233,7 @@ s_format_error (char *out, size_t size, const PGresult *res)
     if (state && primary)
         snprintf (out, size, "%s: %s", state, primary);
     else
-        s_copy_message (out, size, PQresultErrorMessage (res));
+        crm_pg_message (out, size, PQresultErrorMessage (res));
 }
 
 //  True when a failed result means the connection is gone rather than the
@@ -769,7 +768,7 @@ s_result (crm_pg_t *self, cmd_t *cmd, PGresult *res)
     bool ok = status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK;
     if (status == PGRES_FATAL_ERROR && s_connection_error (self, res)) {
         char reason[ERROR_MAX];
-        s_copy_message (reason, sizeof reason, PQresultErrorMessage (res));
+        crm_pg_message (reason, sizeof reason, PQresultErrorMessage (res));
         PQclear (res);
         s_lost (self, reason);
         return -1;
@@ -884,7 +883,7 @@ s_drain (crm_pg_t *self)
             }
             else if (PQresultStatus (res) == PGRES_FATAL_ERROR && s_connection_error (self, res)) {
                 char reason[ERROR_MAX];
-                s_copy_message (reason, sizeof reason, PQresultErrorMessage (res));
+                crm_pg_message (reason, sizeof reason, PQresultErrorMessage (res));
                 PQclear (res);
                 s_lost (self, reason);
             }
@@ -941,7 +940,7 @@ s_lost (crm_pg_t *self, const char *reason)
 {
     char message[ERROR_MAX + 64];
     char why[ERROR_MAX];
-    s_copy_message (why, sizeof why, reason);
+    crm_pg_message (why, sizeof why, reason);
     crm_warn ("connection to database lost: %s", why);
     snprintf (message, sizeof message, "connection to database lost: %s", why);
     s_close (self);
@@ -956,7 +955,7 @@ static void
 s_connect_failed (crm_pg_t *self, const char *reason)
 {
     char why[ERROR_MAX];
-    s_copy_message (why, sizeof why, reason);
+    crm_pg_message (why, sizeof why, reason);
     if (self->quiet)
         crm_debug ("could not connect to database: %s (retrying in %.1f s)", why, self->backoff);
     else
@@ -1111,7 +1110,7 @@ crm_pg_new (struct ev_loop *loop, const char *dsn, const char *schema)
     PQconninfoOption *options = PQconninfoParse (dsn, &err);
     if (!options) {
         char why[ERROR_MAX];
-        s_copy_message (why, sizeof why, err ? err : "out of memory");
+        crm_pg_message (why, sizeof why, err ? err : "out of memory");
         crm_error ("invalid database connection string: %s", why);
         PQfreemem (err);
         return NULL;

@@ -62,6 +62,11 @@ int crm_pg_read (crm_pg_t *self, const char *name, int nparams, const char *cons
 int crm_pg_write (crm_pg_t *self, const char *name, int nparams, const char *const *values,
                   crm_pg_fn *fn, void *arg);
 
+//  Copies a libpq or server message (NULL or empty: "unknown error") into
+//  out: its first line only, without the severity prefix libpq puts in
+//  front ("FATAL:  "), cut to size.
+void crm_pg_message (char *out, size_t size, const char *msg);
+
 //  True while connected and prepared.
 int crm_pg_connected (crm_pg_t *self);
 

@@ -2,7 +2,6 @@
 #include "contacts.h"
 
 #include <stdlib.h>
-#include <unistd.h>
 
 extern const crm_migration_t contacts_migrations[];
 extern const size_t contacts_migrations_count;
@@ -48,15 +47,10 @@ main (int argc, char **argv)
     const char *dsn = crm_config_get (config, "CRM_CONTACTS_DSN");
     const char *schema = crm_config_get (config, "CRM_CONTACTS_SCHEMA");
 
-    //  The database may still be starting (compose, make run): retry a while
-    int64_t give_up = crm_mono_ms () + wait_s * 1000;
-    while (crm_migrate (dsn, schema, contacts_migrations, contacts_migrations_count) != 0) {
-        if (crm_mono_ms () >= give_up) {
-            crm_error ("database not ready after %ld s, giving up", wait_s);
-            crm_config_destroy (&config);
-            return EXIT_FAILURE;
-        }
-        sleep (1);
+    if (crm_migrate_wait (dsn, schema, contacts_migrations, contacts_migrations_count, wait_s) !=
+        0) {
+        crm_config_destroy (&config);
+        return EXIT_FAILURE;
     }
 
     struct ev_loop *loop = EV_DEFAULT;

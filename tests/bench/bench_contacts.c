@@ -5,6 +5,7 @@
  *  statements the service runs, on the same database, in the same run.
  *  Prints human lines and key=value lines.
  */
+#include "bench.h"
 #include "crm.h"
 #include "crm/v1/contacts.pb-c.h"
 
@@ -16,29 +17,6 @@
 
 static const char *s_broker;
 static const char *s_dsn;
-
-static int
-s_cmp_i64 (const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return (x > y) - (x < y);
-}
-
-static double
-s_now_s (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static int64_t
-s_now_us (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 //  A request body for a GetContact or CreateContact, numbered i; the request
 //  id carries i so the reply can be matched to its send time.

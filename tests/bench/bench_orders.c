@@ -25,6 +25,7 @@
  *      figure slightly understates the whole cost.
  *  Prints human lines and key=value lines.
  */
+#include "bench.h"
 #include "crm.h"
 #include "crm/v1/orders.pb-c.h"
 
@@ -54,21 +55,6 @@ typedef struct {
     long cap;
     long failed;
 } s_stats_t;
-
-static double
-s_now_s (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static int
-s_cmp_i64 (const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return (x > y) - (x < y);
-}
 
 static double
 s_percentile_ms (s_stats_t *stats, double p)

@@ -9,6 +9,7 @@
  *  lines and key=value lines. With CRM_TEST_DSN (a superuser DSN, as
  *  tests/lib/pg.sh exports it) a CHECKPOINT follows the load.
  */
+#include "bench.h"
 #include "crm.h"
 #include "crm/v1/contacts.pb-c.h"
 
@@ -250,29 +251,6 @@ static const char *s_generate_sql[] = {
     //  Hint bits and the visibility map set now, not by autovacuum in the middle of the run
     "VACUUM (ANALYZE) contact, contact_phone, contact_email, contact_name_word",
 };
-
-static int
-s_cmp_i64 (const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return (x > y) - (x < y);
-}
-
-static double
-s_now_s (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static int64_t
-s_now_us (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void
 s_percentiles (int64_t *latencies, int n, double *p50, double *p99)

@@ -10,6 +10,7 @@
  *  service stored. Prints the acknowledged rate and the publish-to-ack
  *  latency, as text and as key=value lines.
  */
+#include "bench.h"
 #include "crm.h"
 #include "crm/v1/orders.pb-c.h"
 
@@ -85,21 +86,6 @@ typedef struct {
     long completed;     //  Orders completed (COMPLETED or a purchase) as acknowledged
     FILE *outcomes;
 } s_sim_t;
-
-static int64_t
-s_now_us (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int
-s_cmp_i64 (const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return (x > y) - (x < y);
-}
 
 static void
 s_ready_push (s_sim_t *sim, long order)

@@ -1,6 +1,7 @@
 /*  test_migrate.c - crm_migrate against a real PostgreSQL: apply, re-run, concurrent starts, failures. */
 #include "crm_log.h"
 #include "crm_migrate.h"
+#include "crm_util.h"
 #include "crm_test.h"
 #include "crm_test_kit.h"
 
@@ -111,6 +112,21 @@ test_failure (void)
                -1);
 }
 
+//  crm_migrate_wait: at once with a server, tried again for wait_s without one
+static void
+test_wait (void)
+{
+    CHECK_INT (crm_migrate_wait (s_dsn, "test_migrate", s_migrations, 2, 5), 0);
+    int64_t start = crm_mono_ms ();
+    CHECK_INT (crm_migrate_wait ("host=127.0.0.1 port=1 user=nobody dbname=nothing "
+                                 "connect_timeout=2",
+                                 "test_migrate", s_migrations, 2, 1),
+               -1);
+    int64_t took = crm_mono_ms () - start;
+    CHECK (took >= 1000); //  At least one more try after the first
+    CHECK (took < 10000);
+}
+
 static void
 test_odd_schema_name (void)
 {
@@ -170,6 +186,7 @@ main (void)
 
     RUN (test_apply);
     RUN (test_failure);
+    RUN (test_wait);
     RUN (test_odd_schema_name);
     RUN (test_concurrent);
 

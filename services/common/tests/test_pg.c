@@ -120,6 +120,23 @@ s_add (crm_pg_t *pg, answer_t *answer, int a, int b)
     return crm_pg_read (pg, "add", 2, values, s_on_answer, answer);
 }
 
+//  crm_pg_message: the first line of a message, without libpq's severity prefix
+static void
+test_message (void)
+{
+    char out[32];
+    crm_pg_message (out, sizeof out, "FATAL:  role \"x\" does not exist\nDETAIL: more");
+    CHECK_STR (out, "role \"x\" does not exist");
+    crm_pg_message (out, sizeof out, "could not connect: timeout: 3 s");
+    CHECK_STR (out, "could not connect: timeout: 3 s");
+    crm_pg_message (out, sizeof out, NULL);
+    CHECK_STR (out, "unknown error");
+    crm_pg_message (out, sizeof out, "");
+    CHECK_STR (out, "unknown error");
+    crm_pg_message (out, 8, "a message longer than eight");
+    CHECK_STR (out, "a messa");
+}
+
 static void
 test_new_and_not_connected (void)
 {
@@ -787,6 +804,7 @@ main (void)
                             ".d (k int, CONSTRAINT d_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)");
     s_loop = ev_loop_new (EVFLAG_AUTO);
 
+    RUN (test_message);
     RUN (test_new_and_not_connected);
     RUN (test_reads);
     RUN (test_reads_wait_for_the_group_in_flight);
