@@ -1,6 +1,7 @@
 /*  crm_util.c - small shared helpers: clocks, ids, hex, UTF-8. */
 #include "crm_util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,4 +134,20 @@ crm_utf8_repair (char *s)
         }
         i += n;
     }
+}
+
+int
+crm_uuid_valid (const char *text)
+{
+    if (strlen (text) != 36)
+        return 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (text[i] != '-')
+                return 0;
+        }
+        else if (!isxdigit ((unsigned char) text[i]))
+            return 0;
+    }
+    return 1;
 }

@@ -14,6 +14,9 @@ int64_t crm_mono_ms (void);
 //  Writes a random (version 4) UUID, 36 characters and a NUL, into out.
 void crm_uuid (char out[37]);
 
+//  True when text is a UUID in canonical form (8-4-4-4-12 hex digits, either case).
+int crm_uuid_valid (const char *text);
+
 //  Fills buf with len cryptographically random bytes from the kernel; 0 / -1.
 int crm_random_bytes (void *buf, size_t len);
 

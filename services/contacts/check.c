@@ -78,22 +78,6 @@ contacts_email_valid (const char *address)
     return 1;
 }
 
-int
-contacts_uuid_valid (const char *text)
-{
-    if (strlen (text) != 36)
-        return 0;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (text[i] != '-')
-                return 0;
-        }
-        else if (!isxdigit ((unsigned char) text[i]))
-            return 0;
-    }
-    return 1;
-}
-
 static int
 s_text_ok (const char *field, const char *value, char *err, size_t errlen)
 {

@@ -45,9 +45,6 @@ int contacts_phone_normalize (const char *input, const char *calling_code, char 
 //  no spaces or control characters, at most 254 bytes).
 int contacts_email_valid (const char *address);
 
-//  True when text is a UUID in canonical form (8-4-4-4-12 hex digits).
-int contacts_uuid_valid (const char *text);
-
 //  Checks and normalises a contact in place for storing (phones to E.164,
 //  sizes, dates); on failure writes why into err and returns -1.
 int contacts_contact_check (Crm__V1__Contact *contact, const char *calling_code, char *err,

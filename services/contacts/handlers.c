@@ -20,7 +20,7 @@ s_page (crm_call_t *call, const Crm__V1__PageRequest *page, char *limit, const c
     const char *token = page ? page->page_token : "";
     if (!*token)
         return 0;
-    if (contacts_uuid_valid (token)) {
+    if (crm_uuid_valid (token)) {
         *after = token;
         return 0;
     }
@@ -39,7 +39,7 @@ s_page (crm_call_t *call, const Crm__V1__PageRequest *page, char *limit, const c
 static int
 s_id_ok (crm_call_t *call, const char *field, const char *id)
 {
-    if (contacts_uuid_valid (id))
+    if (crm_uuid_valid (id))
         return 1;
     crm_call_reply (call, CRM__V1__STATUS_CODE__STATUS_INVALID_ARGUMENT, NULL,
                     "%s \"%.40s\" is not a contact id", field, id);
@@ -136,7 +136,7 @@ s_update_contact (crm_call_t *call, ProtobufCMessage *message, void *ctx)
     Crm__V1__UpdateContactRequest *request = (Crm__V1__UpdateContactRequest *) message;
     Crm__V1__Contact *contact = request->contact;
     char err[256];
-    if (!contact || !contacts_uuid_valid (contact->id) || contact->version < 1) {
+    if (!contact || !crm_uuid_valid (contact->id) || contact->version < 1) {
         crm_call_reply (call, CRM__V1__STATUS_CODE__STATUS_INVALID_ARGUMENT, NULL,
                         "contact with its id and the version it was read at is required");
         return;

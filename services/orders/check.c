@@ -38,22 +38,6 @@ static const char *const s_names[] = {
 };
 
 int
-orders_uuid_valid (const char *text)
-{
-    if (strlen (text) != 36)
-        return 0;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (text[i] != '-')
-                return 0;
-        }
-        else if (!isxdigit ((unsigned char) text[i]))
-            return 0;
-    }
-    return 1;
-}
-
-int
 orders_currency_valid (const char *code)
 {
     return strlen (code) == 3 && code[0] >= 'A' && code[0] <= 'Z' && code[1] >= 'A' &&
@@ -217,7 +201,7 @@ orders_order_check (const Crm__V1__Order *order, const char *branch, bool purcha
         !s_text_ok ("customer_first_name", order->customer_first_name, ORDERS_MAX_TEXT, err,
                     errlen))
         return -1;
-    if (*order->contact_id && !orders_uuid_valid (order->contact_id)) {
+    if (*order->contact_id && !crm_uuid_valid (order->contact_id)) {
         snprintf (err, errlen, "contact_id \"%.40s\" is not a contact id", order->contact_id);
         return -1;
     }
@@ -296,7 +280,7 @@ orders_page_token_parse (const char *token, char micros[21], char id[37])
     const char *dot = strchr (token, '.');
     size_t digits = dot ? (size_t) (dot - token) : 0;
     if (digits < 1 || digits > 18 || strspn (token, "0123456789") != digits ||
-        !orders_uuid_valid (dot + 1))
+        !crm_uuid_valid (dot + 1))
         return -1;
     memcpy (micros, token, digits);
     micros[digits] = '\0';

@@ -14,7 +14,7 @@
 static int
 s_id_ok (crm_call_t *call, const char *field, const char *id)
 {
-    if (orders_uuid_valid (id))
+    if (crm_uuid_valid (id))
         return 1;
     crm_call_reply (call, CRM__V1__STATUS_CODE__STATUS_INVALID_ARGUMENT, NULL,
                     "%s \"%.40s\" is not an id", field, id);

@@ -51,9 +51,6 @@ typedef struct {
 //  The handler table of the service, one entry per rpc of crm.v1.Orders.
 extern const crm_method_t orders_methods[];
 
-//  True when text is a UUID in canonical form (8-4-4-4-12 hex digits).
-int orders_uuid_valid (const char *text);
-
 //  True when code is three uppercase ASCII letters, the shape of ISO 4217.
 int orders_currency_valid (const char *code);
 

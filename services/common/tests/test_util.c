@@ -17,6 +17,12 @@ test_uuid (void)
     CHECK (a[14] == '4');
     CHECK (strchr ("89ab", a[19]) != NULL);
     CHECK (a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+    CHECK (crm_uuid_valid (a));
+    CHECK (crm_uuid_valid ("ABCDEF00-1111-4111-8111-111111111111"));
+    CHECK (!crm_uuid_valid ("11111111-1111-4111-8111-11111111111"));
+    CHECK (!crm_uuid_valid ("11111111x1111-4111-8111-111111111111"));
+    CHECK (!crm_uuid_valid ("g1111111-1111-4111-8111-111111111111"));
+    CHECK (!crm_uuid_valid (""));
 }
 
 static void

@@ -60,12 +60,12 @@ test_email (void)
 static void
 test_uuid (void)
 {
-    CHECK (contacts_uuid_valid ("11111111-1111-4111-8111-111111111111"));
-    CHECK (contacts_uuid_valid ("ABCDEF00-1111-4111-8111-111111111111"));
-    CHECK (!contacts_uuid_valid ("11111111-1111-4111-8111-11111111111"));
-    CHECK (!contacts_uuid_valid ("11111111x1111-4111-8111-111111111111"));
-    CHECK (!contacts_uuid_valid ("g1111111-1111-4111-8111-111111111111"));
-    CHECK (!contacts_uuid_valid (""));
+    CHECK (crm_uuid_valid ("11111111-1111-4111-8111-111111111111"));
+    CHECK (crm_uuid_valid ("ABCDEF00-1111-4111-8111-111111111111"));
+    CHECK (!crm_uuid_valid ("11111111-1111-4111-8111-11111111111"));
+    CHECK (!crm_uuid_valid ("11111111x1111-4111-8111-111111111111"));
+    CHECK (!crm_uuid_valid ("g1111111-1111-4111-8111-111111111111"));
+    CHECK (!crm_uuid_valid (""));
 }
 
 static Crm__V1__Contact *

@@ -357,9 +357,9 @@ test_days_and_tokens (void)
     CHECK_INT (orders_page_token_parse ("93825b15-59a1-4330-8a04-27bded914713", micros, id), -1);
     CHECK_INT (orders_page_token_parse ("", micros, id), -1);
 
-    CHECK (orders_uuid_valid ("93825b15-59a1-4330-8a04-27bded914713"));
-    CHECK (!orders_uuid_valid ("93825b15-59a1-4330-8a04-27bded91471"));
-    CHECK (!orders_uuid_valid ("93825b15x59a1-4330-8a04-27bded914713"));
+    CHECK (crm_uuid_valid ("93825b15-59a1-4330-8a04-27bded914713"));
+    CHECK (!crm_uuid_valid ("93825b15-59a1-4330-8a04-27bded91471"));
+    CHECK (!crm_uuid_valid ("93825b15x59a1-4330-8a04-27bded914713"));
     CHECK (orders_text_valid ("Anna", 4, false));
     CHECK (!orders_text_valid ("Anna", 3, false));
     CHECK (!orders_text_valid ("An\nna", 10, false));
