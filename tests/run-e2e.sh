@@ -125,19 +125,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# free_ports N: N distinct free TCP ports on the loopback
-free_ports() {
-    "$PYTHON" - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
 # start NAME COMMAND...: runs COMMAND in the background, stdout to $LOGS/NAME.log and
 # stderr to $LOGS/NAME.err, and records its pid
 start() {
@@ -189,6 +176,7 @@ start contacts env "${SAN_ENV[@]}" \
     CRM_BROKER_EVENTS_OUT="tcp://127.0.0.1:$P_OUT" \
     CRM_LOG_LEVEL=debug \
     CRM_BROKER_HEARTBEAT_MS=500 \
+    CRM_RETENTION_INTERVAL_S=2 \
     "$BUILD/bin/crm-contacts"
 start orders env "${SAN_ENV[@]}" \
     CRM_ORDERS_DSN="$ORDERS_DSN" \
@@ -198,6 +186,7 @@ start orders env "${SAN_ENV[@]}" \
     CRM_ORDERS_SWEEP_S=1 \
     CRM_LOG_LEVEL=debug \
     CRM_BROKER_HEARTBEAT_MS=500 \
+    CRM_RETENTION_INTERVAL_S=2 \
     "$BUILD/bin/crm-orders"
 
 # Ready when the broker says contacts and orders have workers (each migrates its schema first)

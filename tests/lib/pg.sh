@@ -1,4 +1,4 @@
-# tests/lib/pg.sh - start and stop a throwaway PostgreSQL cluster for tests, benchmarks and `make run`.
+# tests/lib/pg.sh - start and stop a throwaway PostgreSQL cluster for tests, benchmarks and `make run`; free ports.
 # Source it, then: pg_start DIR [fsync on|off]; ... ; pg_stop DIR
 # pg_start exports PGHOST, PGPORT, PGUSER and CRM_TEST_DSN (a superuser DSN).
 
@@ -13,8 +13,21 @@ pg_as_owner() {
     fi
 }
 
+# free_ports N: N distinct free TCP ports on the loopback, bound together so none repeats
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
 pg_free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+    free_ports 1
 }
 
 # pg_start DIR [on|off]: initialise DIR/data if missing, start on a free port (or $PGPORT_WANTED).
