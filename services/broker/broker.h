@@ -20,6 +20,13 @@ typedef struct {
     int liveness;           //  Intervals a worker may stay silent before it is dead
     int no_worker_ms;       //  How long a request waits for a service that has no worker
     int queue_max;          //  Requests one service may hold waiting for a worker
+    //  CURVE (docs/security.md): the broker's secret key, Z85; NULL or "": none, all in the
+    //  clear. With it, endpoint, events_in and events_out are CURVE servers that admit the
+    //  clients of client_keys (keys separated by commas or white space, or "*" for any) and
+    //  of the file client_keys_file; workers need a worker_endpoint of their own
+    const char *curve_secret_key;
+    const char *client_keys;
+    const char *client_keys_file;
 } broker_config_t;
 
 typedef struct _broker_t broker_t;

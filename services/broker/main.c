@@ -23,6 +23,15 @@ static const crm_config_var_t s_vars[] = {
      "how long a request waits for a service with no worker before UNAVAILABLE, ms"},
     {"CRM_BROKER_QUEUE_MAX", "10000",
      "requests one service may hold waiting for a worker; more get RESOURCE_EXHAUSTED"},
+    {"CRM_BROKER_SECRET_KEY", "",
+     "CURVE secret key (Z85; crmctl keygen): requests and events in and out are then encrypted "
+     "and only known clients connect; needs CRM_BROKER_WORKER_ENDPOINT; empty: in the clear"},
+    {"CRM_BROKER_CLIENT_KEYS", "",
+     "with CURVE, public keys of the clients admitted, separated by commas; * admits any client "
+     "that knows the broker's public key"},
+    {"CRM_BROKER_CLIENT_KEYS_FILE", "",
+     "with CURVE, a file of client public keys admitted, one a line (# starts a comment), read "
+     "again whenever it changes"},
     {NULL, NULL, NULL},
 };
 
@@ -67,6 +76,9 @@ main (int argc, char **argv)
     settings.liveness = (int) liveness;
     settings.no_worker_ms = (int) no_worker_ms;
     settings.queue_max = (int) queue_max;
+    settings.curve_secret_key = crm_config_get (config, "CRM_BROKER_SECRET_KEY");
+    settings.client_keys = crm_config_get (config, "CRM_BROKER_CLIENT_KEYS");
+    settings.client_keys_file = crm_config_get (config, "CRM_BROKER_CLIENT_KEYS_FILE");
 
     s_broker = broker_new (&settings);
     crm_config_destroy (&config);

@@ -20,5 +20,7 @@
 #include "crm_events.h"
 #include "crm_consumer.h"
 #include "crm_branch.h"
+#include "crm_retention.h"
+#include "crm_curve.h"
 
 #endif

@@ -14,6 +14,7 @@
  */
 #include "crm_branch.h"
 
+#include "crm_curve.h"
 #include "crm_log.h"
 #include "crm_mdp.h"
 #include "crm_proto.h"
@@ -393,6 +394,10 @@ crm_branch_new (const char *broker)
     zsock_set_linger (self->socket, 0);
     int64_t maxmsg = CRM_MAX_MESSAGE_BYTES + BRANCH_MAXMSG_PAD;
     zmq_setsockopt (zsock_resolve (self->socket), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (crm_curve_client_apply (zsock_resolve (self->socket)) != 0) {
+        crm_branch_destroy (&self);
+        return NULL;
+    }
     if (zsock_connect (self->socket, "%s", broker) != 0) {
         crm_error ("could not connect to \"%s\": %s", broker, zmq_strerror (errno));
         crm_branch_destroy (&self);

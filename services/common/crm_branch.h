@@ -78,8 +78,9 @@ typedef struct {
 
 typedef struct _crm_branch_t crm_branch_t;
 
-//  Connects a publisher to the broker endpoint (7/MDP); NULL when the
-//  endpoint is not valid. Caller owns the result.
+//  Connects a publisher to the broker endpoint (7/MDP), through CURVE when
+//  the process has client keys (crm_curve_client_set, before this call);
+//  NULL when the endpoint is not valid. Caller owns the result.
 crm_branch_t *crm_branch_new (const char *broker);
 
 //  Closes the connection and frees; idempotent. Requests still in flight are

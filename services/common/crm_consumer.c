@@ -27,6 +27,7 @@
  *  some are, it stays allocated, inert, until crm_pg has answered them all.
  */
 #include "crm_consumer.h"
+#include "crm_curve.h"
 #include "crm_json.h"
 #include "crm_log.h"
 #include "crm_mdp.h"
@@ -423,6 +424,10 @@ s_dealer_connect (crm_consumer_t *self)
     zmq_setsockopt (zsock_resolve (self->dealer), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zsock_set_linger (self->dealer, 0);
     zsock_set_sndtimeo (self->dealer, 0);
+    if (crm_curve_client_apply (zsock_resolve (self->dealer)) != 0) {
+        zsock_destroy (&self->dealer);
+        return -1;
+    }
     if (zsock_connect (self->dealer, "%s", self->broker) != 0) {
         crm_error ("could not connect to \"%s\": %s", self->broker, zmq_strerror (errno));
         zsock_destroy (&self->dealer);
@@ -656,7 +661,8 @@ crm_consumer_new (struct ev_loop *loop, crm_pg_t *pg, const char *broker_endpoin
         char prefix[TYPE_NAME_MAX];
         snprintf (prefix, sizeof prefix, "%s.", source);
         zsock_set_subscribe (self->sub, prefix);
-        if (zsock_connect (self->sub, "%s", events_out_endpoint) != 0) {
+        if (crm_curve_client_apply (zsock_resolve (self->sub)) != 0 ||
+            zsock_connect (self->sub, "%s", events_out_endpoint) != 0) {
             crm_error ("could not connect the wake-ups of %s to \"%s\": %s", source,
                        events_out_endpoint, zmq_strerror (errno));
             crm_consumer_destroy (&self);

@@ -45,7 +45,8 @@ typedef struct {
 //  each event with the prepared statement apply_statement on pg, which the
 //  service registered with three parameters: position bigint, topic text,
 //  payload jsonb. events_out_endpoint is the broker's XPUB
-//  (CRM_BROKER_EVENTS_OUT) for live wake-ups; NULL or "": poll only. batch:
+//  (CRM_BROKER_EVENTS_OUT) for live wake-ups; NULL or "": poll only. Both
+//  sockets go through CURVE when the process has client keys (crm_curve.h). batch:
 //  events per GetEvents (0: the default). pg is borrowed and must outlive the
 //  consumer: destroy the consumer first. Registers a statement named
 //  "crm_consumer_position_<source>" on pg: one consumer per source per pg

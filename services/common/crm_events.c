@@ -33,6 +33,7 @@
  *  some are, it stays allocated, inert, until crm_pg has answered them all.
  */
 #include "crm_events.h"
+#include "crm_curve.h"
 #include "crm_json.h"
 #include "crm_log.h"
 
@@ -615,7 +616,8 @@ crm_events_new (struct ev_loop *loop, crm_pg_t *pg, const char *service,
         assert (self->pub);
         zsock_set_sndhwm (self->pub, SNDHWM);
         zsock_set_linger (self->pub, 0);
-        if (zsock_connect (self->pub, "%s", publish_endpoint) != 0) {
+        if (crm_curve_client_apply (zsock_resolve (self->pub)) != 0 ||
+            zsock_connect (self->pub, "%s", publish_endpoint) != 0) {
             crm_error ("could not connect the event fan-out to \"%s\": %s", publish_endpoint,
                        zmq_strerror (errno));
             zsock_destroy (&self->pub);

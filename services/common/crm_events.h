@@ -32,8 +32,9 @@ typedef struct _crm_events_t crm_events_t;
 //  The event log of service on pg (borrowed; must outlive the object, or be
 //  destroyed after it). Registers its statements on pg and starts the
 //  sequencer's timer. With publish_endpoint (the broker's XSUB,
-//  CRM_BROKER_EVENTS_IN), connects a PUB socket there for the live fan-out;
-//  NULL or "": no fan-out. NULL when the endpoint is not valid. Caller owns
+//  CRM_BROKER_EVENTS_IN), connects a PUB socket there for the live fan-out,
+//  through CURVE when the process has client keys (crm_curve.h); NULL or "":
+//  no fan-out. NULL when the endpoint is not valid. Caller owns
 //  the result.
 crm_events_t *crm_events_new (struct ev_loop *loop, crm_pg_t *pg, const char *service,
                               const char *publish_endpoint);

@@ -15,6 +15,7 @@
  */
 #include "crm_mdp.h"
 
+#include "crm_curve.h"
 #include "crm_log.h"
 #include "crm_proto.h"
 #include "crm_util.h"
@@ -104,6 +105,10 @@ s_client_connect (crm_mdp_client_t *self)
     s_set_maxmsgsize (self->socket, CRM_MAX_MESSAGE_BYTES + MDP_MAXMSG_MARGIN);
     //  A broker that is away must not block the caller forever
     zsock_set_sndtimeo (self->socket, self->timeout_ms);
+    if (crm_curve_client_apply (zsock_resolve (self->socket)) != 0) {
+        zsock_destroy (&self->socket);
+        return -1;
+    }
     if (zsock_connect (self->socket, "%s", self->broker) != 0) {
         crm_error ("could not connect to \"%s\": %s", self->broker, zmq_strerror (errno));
         zsock_destroy (&self->socket);

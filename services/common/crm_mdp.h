@@ -28,7 +28,8 @@
 
 typedef struct _crm_mdp_client_t crm_mdp_client_t;
 
-//  Connects a client to the broker endpoint. Caller owns the result.
+//  Connects a client to the broker endpoint, through CURVE when the process
+//  has client keys (crm_curve.h). Caller owns the result.
 crm_mdp_client_t *crm_mdp_client_new (const char *broker);
 void crm_mdp_client_destroy (crm_mdp_client_t **self_p);
 

@@ -16,6 +16,7 @@
 
 //  The broker is compiled in, to run on a thread like zmq_proxy does
 #include "../../services/broker/broker.c"
+#include "../../services/broker/zap.c"
 
 #include <pthread.h>
 #include <stdatomic.h>

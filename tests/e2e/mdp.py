@@ -36,10 +36,13 @@ class Client:
     lock-step client of the RFC, reconnected after a timeout as the RFC's lazy pirate does.
     """
 
-    def __init__(self, endpoint, timeout_ms=5000, socket_type="dealer", context=None):
+    def __init__(self, endpoint, timeout_ms=5000, socket_type="dealer", context=None, curve=None):
+        """curve: (broker public key, own public key, own secret key), Z85 bytes, for a broker
+        with CURVE."""
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
         self.socket_type = socket_type
+        self.curve = curve
         self.context = context or zmq.Context.instance()
         self.socket = None
         self._connect()
@@ -50,6 +53,11 @@ class Client:
         kind = zmq.DEALER if self.socket_type == "dealer" else zmq.REQ
         self.socket = self.context.socket(kind)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if self.curve:
+            server, public, secret = self.curve
+            self.socket.curve_serverkey = server
+            self.socket.curve_publickey = public
+            self.socket.curve_secretkey = secret
         self.socket.connect(self.endpoint)
 
     def close(self):

@@ -18,6 +18,7 @@ static const crm_config_var_t s_vars[] = {
     {"CRM_BRANCH", "", "branch sent with requests when --branch is not given"},
     {"CRM_TIMEOUT_MS", "5000", "milliseconds to wait for each reply"},
     {"CRM_RETRIES", "2", "resends (same request id) after a timeout or UNAVAILABLE"},
+    CRM_CURVE_CLIENT_CONFIG_VARS,
     {NULL, NULL, NULL},
 };
 
@@ -52,6 +53,9 @@ s_usage (FILE *out)
              "      for health checks.\n"
              "  crmctl tail [TOPIC-PREFIX...]\n"
              "      print the live event stream as JSON lines until interrupted.\n"
+             "  crmctl keygen [--z85]\n"
+             "      print a new CURVE key pair (public-key, secret-key) in hex, or in Z85,\n"
+             "      for the broker or a client; see docs/security.md.\n"
              "  crmctl --help\n"
              "      this text and the environment variables.\n");
 }
@@ -477,7 +481,8 @@ s_tail (crm_config_t *config, int argc, char **argv)
 {
     const char *endpoint = crm_config_get (config, "CRM_BROKER_EVENTS_OUT");
     zsock_t *sub = zsock_new (ZMQ_SUB);
-    if (!sub || zsock_connect (sub, "%s", endpoint) != 0) {
+    if (!sub || crm_curve_client_apply (zsock_resolve (sub)) != 0 ||
+        zsock_connect (sub, "%s", endpoint) != 0) {
         fprintf (stderr, "crmctl: could not connect to %s\n", endpoint);
         zsock_destroy (&sub);
         return 14;
@@ -524,6 +529,24 @@ s_tail (crm_config_t *config, int argc, char **argv)
     return 0;
 }
 
+//  A new CURVE key pair, for the broker or a client (docs/security.md).
+static int
+s_keygen (int argc, char **argv)
+{
+    bool z85 = argc == 2 && strcmp (argv[1], "--z85") == 0;
+    if (argc > 2 || (argc == 2 && !z85)) {
+        s_usage (stderr);
+        return S_EXIT_USAGE;
+    }
+    char public_key[CRM_CURVE_KEY_HEX + 1], secret_key[CRM_CURVE_KEY_HEX + 1];
+    if (crm_curve_keypair (z85, public_key, secret_key) != 0) {
+        fprintf (stderr, "crmctl: this libzmq has no CURVE\n");
+        return 1;
+    }
+    printf ("public-key %s\nsecret-key %s\n", public_key, secret_key);
+    return 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -538,6 +561,10 @@ main (int argc, char **argv)
         printf ("\n");
         rc = crm_config_parse_args (config, 2, argv) > 0 ? 0 : S_EXIT_USAGE;
     }
+    else if (argc >= 2 && strcmp (argv[1], "keygen") == 0)
+        rc = s_keygen (argc - 1, argv + 1);
+    else if (crm_curve_client_setup (config) != 0)
+        rc = S_EXIT_USAGE;
     else if (argc >= 2 && strcmp (argv[1], "call") == 0)
         rc = s_call (config, argc - 1, argv + 1);
     else if (argc >= 2 && strcmp (argv[1], "publish") == 0)

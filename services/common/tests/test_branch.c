@@ -10,6 +10,7 @@
 //  The broker is compiled into this test so the publisher meets the real one
 //  in-process, and can watch it restart
 #include "../../broker/broker.c"
+#include "../../broker/zap.c"
 
 #include <errno.h>
 #include <pthread.h>

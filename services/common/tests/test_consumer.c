@@ -15,6 +15,7 @@
 //  The broker is compiled into this test: GetEvents and the live wake-ups go
 //  through a real one
 #include "../../broker/broker.c"
+#include "../../broker/zap.c"
 
 #include <ev.h>
 #include <libpq-fe.h>

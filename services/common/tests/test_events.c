@@ -15,6 +15,7 @@
 //  The broker is compiled into this test: GetEvents goes through a real one
 //  to a real crm_service, and the live fan-out through its XSUB/XPUB
 #include "../../broker/broker.c"
+#include "../../broker/zap.c"
 
 #include <ev.h>
 #include <libpq-fe.h>

@@ -9,6 +9,7 @@
 //  The broker is compiled into this test so client and worker meet the real
 //  one in-process, and can watch it restart
 #include "../../broker/broker.c"
+#include "../../broker/zap.c"
 
 #include <pthread.h>
 #include <stdbool.h>
