@@ -22,5 +22,6 @@
 #include "crm_branch.h"
 #include "crm_retention.h"
 #include "crm_curve.h"
+#include "crm_app.h"
 
 #endif
