@@ -77,12 +77,8 @@ export POSTGRES_PASSWORD CRM_CONTACTS_DB_PASSWORD CRM_ORDERS_DB_PASSWORD
 
 # The broker's ports on the host: free ones rather than 5555-5557, where make run or a stray
 # worker of another checkout may be dialling (any worker that reaches the broker joins it)
-read -r -a ports <<<"$("$PYTHON" -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+. tests/lib/pg.sh # free_ports
+read -r -a ports <<<"$(free_ports 3)"
 export CRM_BROKER_PORT=${ports[0]} CRM_EVENTS_IN_PORT=${ports[1]} CRM_EVENTS_OUT_PORT=${ports[2]}
 BROKER=tcp://127.0.0.1:$CRM_BROKER_PORT
 
@@ -249,6 +245,53 @@ fi
 say "PostgreSQL restart (contacts and orders)"
 scenario pg-restart || FAILED=1
 healthy_within "$DEADLINE_S" || FAILED=1
+
+# --- CURVE: the same deployment with the broker's clients known by key ---------------------
+say "CURVE on the broker's published ports"
+# keypair: a new key pair, "public secret" on one line
+keypair() { "$BUILD/bin/crmctl" keygen | awk '{ printf "%s ", $2 }'; }
+read -r broker_public broker_secret < <(keypair)
+read -r services_public services_secret < <(keypair)
+read -r client_public client_secret < <(keypair)
+export CRM_BROKER_SECRET_KEY=$broker_secret CRM_BROKER_PUBLIC_KEY=$broker_public
+export CRM_SERVICES_SECRET_KEY=$services_secret
+export CRM_BROKER_CLIENT_KEYS=$services_public,$client_public
+started=$(now)
+if ! compose up -d --scale orders=3 >>"$OUT/up.log" 2>&1; then
+    tail -n 20 "$OUT/up.log" >&2
+    say "docker compose up with CURVE failed"
+    FAILED=1
+fi
+if healthy_within "$DEADLINE_S"; then
+    figure curve_up_to_healthy_s "$(since "$started") (every container recreated with keys)"
+    # With the client's keys: served; in the clear, or with another key: no answer
+    if ! CRM_BROKER_ENDPOINT=$BROKER CRM_TIMEOUT_MS=3000 CRM_CURVE_SECRET_KEY=$client_secret \
+        "$BUILD/bin/crmctl" call contacts FindContacts '{"phone": "+4915100000000"}' >/dev/null; then
+        say "a client with a known key was not served through CURVE"
+        FAILED=1
+    fi
+    CRM_BROKER_ENDPOINT=$BROKER CRM_TIMEOUT_MS=1000 CRM_RETRIES=0 CRM_CURVE_SECRET_KEY=$client_secret \
+        "$BUILD/bin/crmctl" call orders GetOrder '{"orderId": "00000000-0000-4000-8000-000000000000"}' \
+        >/dev/null 2>&1
+    if [ $? -ne 5 ]; then
+        say "orders did not answer NOT_FOUND through CURVE"
+        FAILED=1
+    fi
+    if env -u CRM_BROKER_PUBLIC_KEY CRM_BROKER_ENDPOINT=$BROKER CRM_TIMEOUT_MS=1000 CRM_RETRIES=0 \
+        "$BUILD/bin/crmctl" ping contacts >/dev/null 2>&1; then
+        say "a client in the clear was served by a broker with CURVE"
+        FAILED=1
+    fi
+    read -r _ stranger < <(keypair)
+    if CRM_BROKER_ENDPOINT=$BROKER CRM_TIMEOUT_MS=1000 CRM_RETRIES=0 CRM_CURVE_SECRET_KEY=$stranger \
+        "$BUILD/bin/crmctl" ping contacts >/dev/null 2>&1; then
+        say "a client with an unknown key was served"
+        FAILED=1
+    fi
+else
+    FAILED=1
+fi
+unset CRM_BROKER_SECRET_KEY CRM_BROKER_PUBLIC_KEY CRM_SERVICES_SECRET_KEY CRM_BROKER_CLIENT_KEYS
 
 # --- stop: every program exits 0 on SIGTERM ------------------------------------------------
 say "stopping"
