@@ -6,10 +6,16 @@
  *  asks ZMQ_EVENTS before the loop blocks; with messages waiting it starts an
  *  idle watcher (the loop does not block), otherwise it waits on ZMQ_FD. The
  *  check watcher, after the loop wakes, calls back while messages wait.
+ *
+ *  Asking ZMQ_EVENTS costs libzmq two system calls. The check asks only when
+ *  the socket was readable before the wait or its ZMQ_FD fired: otherwise
+ *  nothing can have arrived in between (no code touched the socket while the
+ *  loop waited), and the next prepare asks anyway.
  */
 #include "crm_zwatch.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <zmq.h>
 
@@ -50,9 +56,12 @@ s_on_check (struct ev_loop *loop, ev_check *w, int revents)
 {
     (void) revents;
     crm_zwatch_t *self = w->data;
+    //  Check watchers run before the other callbacks of this iteration, so a
+    //  ZMQ_FD that fired still shows as pending here
+    bool woken = ev_is_active (&self->idle) || ev_is_pending (&self->io);
     ev_io_stop (loop, &self->io);
     ev_idle_stop (loop, &self->idle);
-    if (s_readable (self))
+    if (woken && s_readable (self))
         self->fn (self->socket, self->arg);
 }
 

@@ -3,6 +3,9 @@
 #include "crm/v1/contacts.pb-c.h"
 #include "crm_test.h"
 
+#include <pthread.h>
+#include <unistd.h>
+
 static void
 test_registry (void)
 {
@@ -149,6 +152,79 @@ test_zwatch (void)
     zmq_ctx_term (ctx);
 }
 
+//  zwatch with a peer on another thread: messages arrive while the loop waits,
+//  and the callback answers on the watched socket itself, which takes the
+//  socket's pending commands and so can swallow the ZMQ_FD edge of the next
+//  message. Every message is still read, and every answer goes back.
+#define ECHO_COUNT 500
+
+typedef struct {
+    void *ctx;
+    int answered;
+} s_peer_t;
+
+static void *
+s_peer (void *arg)
+{
+    s_peer_t *peer = arg;
+    void *dealer = zmq_socket (peer->ctx, ZMQ_DEALER);
+    zmq_connect (dealer, "inproc://zwatch-echo");
+    for (int i = 0; i < ECHO_COUNT; i++) {
+        zmq_send (dealer, "q", 1, 0);
+        if (i % 50 == 0)
+            usleep (2000); //  Now and then the loop goes to sleep in between
+        char buf[8];
+        while (zmq_recv (dealer, buf, sizeof buf, ZMQ_DONTWAIT) >= 0)
+            peer->answered++;
+    }
+    zmq_pollitem_t item = {dealer, 0, ZMQ_POLLIN, 0};
+    while (peer->answered < ECHO_COUNT && zmq_poll (&item, 1, 5000) == 1) {
+        char buf[8];
+        while (zmq_recv (dealer, buf, sizeof buf, ZMQ_DONTWAIT) >= 0)
+            peer->answered++;
+    }
+    zmq_close (dealer);
+    return NULL;
+}
+
+static void
+s_echo_one (void *socket, void *arg)
+{
+    s_reader_t *reader = arg;
+    char buf[16];
+    if (zmq_recv (socket, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) {
+        reader->received++;
+        zmq_send (socket, "a", 1, 0);
+    }
+    if (reader->received == reader->expected)
+        ev_break (EV_DEFAULT, EVBREAK_ALL);
+}
+
+static void
+test_zwatch_answering (void)
+{
+    void *ctx = zmq_ctx_new ();
+    void *server = zmq_socket (ctx, ZMQ_DEALER);
+    CHECK_INT (zmq_bind (server, "inproc://zwatch-echo"), 0);
+    s_peer_t peer = {ctx, 0};
+    pthread_t thread;
+    CHECK_INT (pthread_create (&thread, NULL, s_peer, &peer), 0);
+    s_reader_t reader = {0, ECHO_COUNT};
+    struct ev_loop *loop = EV_DEFAULT;
+    crm_zwatch_t *watch = crm_zwatch_new (loop, server, s_echo_one, &reader);
+    ev_timer timeout;
+    ev_timer_init (&timeout, s_on_timeout, 10.0, 0.0);
+    ev_timer_start (loop, &timeout);
+    ev_run (loop, 0);
+    ev_timer_stop (loop, &timeout);
+    pthread_join (thread, NULL);
+    CHECK_INT (reader.received, ECHO_COUNT);
+    CHECK_INT (peer.answered, ECHO_COUNT);
+    crm_zwatch_destroy (&watch);
+    zmq_close (server);
+    zmq_ctx_term (ctx);
+}
+
 int
 main (void)
 {
@@ -157,5 +233,6 @@ main (void)
     RUN (test_status_names);
     RUN (test_envelope);
     RUN (test_zwatch);
+    RUN (test_zwatch_answering);
     return TEST_DONE ("test_proto");
 }
