@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define S_WINDOW 128
 
@@ -176,6 +178,124 @@ s_libpq_loop (const char *sql, int nparams, int count, const char *run, const ch
     return count / elapsed;
 }
 
+//  --------------------------------------------------------------------------
+//  The floor under those latencies: what one request costs when nothing queues.
+//  A request through the broker crosses a dozen thread hand-offs (every process
+//  has a ZeroMQ I/O thread), each a wake-up of a thread that was asleep, so the
+//  machine's wake-up time is part of every figure above.
+
+#define FLOOR_COUNT 5000
+
+//  A byte bounced between two processes through a pair of pipes, count times:
+//  the machine's own wake-up round trip; fills latencies (us). 0, or -1.
+static int
+s_pipe_pingpong (int64_t *latencies, int count)
+{
+    int to_child[2], to_parent[2];
+    if (pipe (to_child) || pipe (to_parent))
+        return -1;
+    pid_t child = fork ();
+    if (child < 0)
+        return -1;
+    char byte = 0;
+    if (child == 0) {
+        close (to_child[1]); //  So that the parent closing its end ends the loop
+        close (to_parent[0]);
+        while (read (to_child[0], &byte, 1) == 1 && write (to_parent[1], &byte, 1) == 1)
+            ;
+        _exit (0);
+    }
+    int rc = 0;
+    for (int i = 0; i < count && rc == 0; i++) {
+        int64_t start = s_now_us ();
+        if (write (to_child[1], &byte, 1) != 1 || read (to_parent[0], &byte, 1) != 1)
+            rc = -1;
+        latencies[i] = s_now_us () - start;
+    }
+    close (to_child[1]);
+    close (to_child[0]);
+    close (to_parent[0]);
+    close (to_parent[1]);
+    waitpid (child, NULL, 0);
+    return rc;
+}
+
+//  One request at a time through the broker, count times: to the broker alone
+//  (mmi.service) when contact_id is NULL, else GetContact. 0, or -1.
+static int
+s_one_at_a_time (int64_t *latencies, int count, const char *run, const char *contact_id)
+{
+    crm_mdp_client_t *client = crm_mdp_client_new (s_broker);
+    int rc = 0;
+    for (int i = 0; i < count && rc == 0; i++) {
+        zmsg_t *body;
+        if (contact_id)
+            body = s_request ("GetContact", i, run, contact_id);
+        else {
+            body = zmsg_new ();
+            zmsg_addstr (body, "contacts");
+        }
+        int64_t start = s_now_us ();
+        zmsg_t *reply =
+            crm_mdp_client_call (client, contact_id ? "contacts" : "mmi.service", &body);
+        latencies[i] = s_now_us () - start;
+        if (!reply || (contact_id && s_reply_index (reply, NULL, 0) != i))
+            rc = -1;
+        zmsg_destroy (&reply);
+    }
+    crm_mdp_client_destroy (&client);
+    return rc;
+}
+
+//  contact_get on one libpq connection, one at a time, count times. 0, or -1.
+static int
+s_libpq_one_at_a_time (int64_t *latencies, int count, const char *contact_id)
+{
+    PGconn *conn = PQconnectdb (s_dsn);
+    int rc = PQstatus (conn) == CONNECTION_OK ? 0 : -1;
+    if (rc == 0) {
+        PQclear (PQexec (conn, "SET search_path TO contacts"));
+        PQclear (PQprepare (conn, "s", "SELECT contact_get ($1::uuid)", 1, NULL));
+    }
+    const char *values[1] = {contact_id};
+    for (int i = 0; i < count && rc == 0; i++) {
+        int64_t start = s_now_us ();
+        PGresult *res = PQexecPrepared (conn, "s", 1, values, NULL, NULL, 0);
+        latencies[i] = s_now_us () - start;
+        if (PQresultStatus (res) != PGRES_TUPLES_OK)
+            rc = -1;
+        PQclear (res);
+    }
+    PQfinish (conn);
+    return rc;
+}
+
+static void
+s_floor_line (const char *what, const char *key, int64_t *latencies, int count)
+{
+    double p50, p99;
+    s_percentiles (latencies, count, &p50, &p99);
+    printf ("  %-44s p50 %.2f ms, p99 %.2f ms\n", what, p50, p99);
+    printf ("floor_%s_p50_ms=%.2f\nfloor_%s_p99_ms=%.2f\n", key, p50, key, p99);
+}
+
+static void
+s_floor (const char *run, const char *contact_id)
+{
+    int64_t *latencies = calloc (FLOOR_COUNT, sizeof *latencies);
+    printf ("one request at a time, %d each (nothing queues; the machine's wake-ups remain):\n",
+            FLOOR_COUNT);
+    if (s_pipe_pingpong (latencies, FLOOR_COUNT) == 0)
+        s_floor_line ("a byte between two processes and back", "pipe", latencies, FLOOR_COUNT);
+    if (s_libpq_one_at_a_time (latencies, FLOOR_COUNT, contact_id) == 0)
+        s_floor_line ("contact_get on a libpq connection", "libpq", latencies, FLOOR_COUNT);
+    if (s_one_at_a_time (latencies, FLOOR_COUNT, run, NULL) == 0)
+        s_floor_line ("mmi.service, to the broker and back", "broker", latencies, FLOOR_COUNT);
+    if (s_one_at_a_time (latencies, FLOOR_COUNT, run, contact_id) == 0)
+        s_floor_line ("GetContact through broker and contacts", "get", latencies, FLOOR_COUNT);
+    free (latencies);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -228,6 +348,7 @@ main (int argc, char **argv)
     printf ("get_rate=%.0f\nget_libpq_rate=%.0f\nget_ratio=%.2f\nget_half_load_p50_ms=%.2f\n"
             "get_half_load_p99_ms=%.2f\n",
             get_rate, get_libpq, get_libpq ? get_rate / get_libpq : 0, p50, p99);
+    s_floor (run, contact_id);
     free (latencies);
     return 0;
 }
