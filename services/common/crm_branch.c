@@ -14,7 +14,6 @@
  */
 #include "crm_branch.h"
 
-#include "crm_curve.h"
 #include "crm_log.h"
 #include "crm_mdp.h"
 #include "crm_proto.h"
@@ -28,9 +27,8 @@
 #include <time.h>
 #include <zmq.h>
 
-#define BRANCH_BURST      1024  //  Answers read before timers are looked at again
-#define BRANCH_MAXMSG_PAD 65536 //  ZMQ_MAXMSGSIZE over CRM_MAX_MESSAGE_BYTES, for the envelope
-#define BRANCH_ENVELOPE   4096  //  Room kept for method, RequestMeta and MDP frames
+#define BRANCH_BURST    1024 //  Answers read before timers are looked at again
+#define BRANCH_ENVELOPE 4096 //  Room kept for method, RequestMeta and MDP frames
 
 typedef struct _s_request_t s_request_t;
 
@@ -380,7 +378,7 @@ crm_branch_new (const char *broker)
     self->requests = zhashx_new ();
     if (crm_random_bytes (&self->random, sizeof self->random) != 0 || !self->random)
         self->random = (uint64_t) s_mono_us () | 1;
-    self->socket = zsock_new (ZMQ_DEALER);
+    self->socket = crm_broker_socket (ZMQ_DEALER);
     if (!self->broker || !self->caller || !self->requests || !self->socket) {
         crm_branch_destroy (&self);
         return NULL;
@@ -392,12 +390,6 @@ crm_branch_new (const char *broker)
     zsock_set_rcvhwm (self->socket, 0);
     zsock_set_sndtimeo (self->socket, 0);
     zsock_set_linger (self->socket, 0);
-    int64_t maxmsg = CRM_MAX_MESSAGE_BYTES + BRANCH_MAXMSG_PAD;
-    zmq_setsockopt (zsock_resolve (self->socket), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    if (crm_curve_client_apply (zsock_resolve (self->socket)) != 0) {
-        crm_branch_destroy (&self);
-        return NULL;
-    }
     if (zsock_connect (self->socket, "%s", broker) != 0) {
         crm_error ("could not connect to \"%s\": %s", broker, zmq_strerror (errno));
         crm_branch_destroy (&self);

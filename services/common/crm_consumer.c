@@ -27,7 +27,6 @@
  *  some are, it stays allocated, inert, until crm_pg has answered them all.
  */
 #include "crm_consumer.h"
-#include "crm_curve.h"
 #include "crm_json.h"
 #include "crm_log.h"
 #include "crm_mdp.h"
@@ -47,7 +46,6 @@
 #define BACKOFF_MIN_S  0.1   //  First wait after a failure
 #define BACKOFF_MAX_S  5.0   //  Longest wait between attempts
 #define ERROR_EVERY_MS 60000 //  The same trouble is logged as an error at most this often
-#define MAXMSG_MARGIN  65536 //  Room for MDP framing above the largest reply
 #define READ_BURST     256   //  Messages read from a socket before the loop runs others
 #define WAKE_HWM       1000  //  Live messages queued for us before SUB drops (a wake-up is enough)
 #define TYPE_NAME_MAX  128   //  Longest "crm.v1.<EventName>"
@@ -417,17 +415,11 @@ s_dealer_connect (crm_consumer_t *self)
 {
     crm_zwatch_destroy (&self->dealer_watch);
     zsock_destroy (&self->dealer);
-    self->dealer = zsock_new (ZMQ_DEALER);
+    self->dealer = crm_broker_socket (ZMQ_DEALER);
     if (!self->dealer)
         return -1;
-    int64_t maxmsg = CRM_MAX_MESSAGE_BYTES + MAXMSG_MARGIN;
-    zmq_setsockopt (zsock_resolve (self->dealer), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zsock_set_linger (self->dealer, 0);
     zsock_set_sndtimeo (self->dealer, 0);
-    if (crm_curve_client_apply (zsock_resolve (self->dealer)) != 0) {
-        zsock_destroy (&self->dealer);
-        return -1;
-    }
     if (zsock_connect (self->dealer, "%s", self->broker) != 0) {
         crm_error ("could not connect to \"%s\": %s", self->broker, zmq_strerror (errno));
         zsock_destroy (&self->dealer);
@@ -652,17 +644,17 @@ crm_consumer_new (struct ev_loop *loop, crm_pg_t *pg, const char *broker_endpoin
         return NULL;
     }
     if (events_out_endpoint && *events_out_endpoint) {
-        self->sub = zsock_new (ZMQ_SUB);
-        assert (self->sub);
-        int64_t maxmsg = CRM_MAX_MESSAGE_BYTES + MAXMSG_MARGIN;
-        zmq_setsockopt (zsock_resolve (self->sub), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+        self->sub = crm_broker_socket (ZMQ_SUB);
+        if (!self->sub) {
+            crm_consumer_destroy (&self);
+            return NULL;
+        }
         zsock_set_rcvhwm (self->sub, WAKE_HWM);
         zsock_set_linger (self->sub, 0);
         char prefix[TYPE_NAME_MAX];
         snprintf (prefix, sizeof prefix, "%s.", source);
         zsock_set_subscribe (self->sub, prefix);
-        if (crm_curve_client_apply (zsock_resolve (self->sub)) != 0 ||
-            zsock_connect (self->sub, "%s", events_out_endpoint) != 0) {
+        if (zsock_connect (self->sub, "%s", events_out_endpoint) != 0) {
             crm_error ("could not connect the wake-ups of %s to \"%s\": %s", source,
                        events_out_endpoint, zmq_strerror (errno));
             crm_consumer_destroy (&self);

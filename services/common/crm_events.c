@@ -33,9 +33,9 @@
  *  some are, it stays allocated, inert, until crm_pg has answered them all.
  */
 #include "crm_events.h"
-#include "crm_curve.h"
 #include "crm_json.h"
 #include "crm_log.h"
+#include "crm_mdp.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -612,12 +612,12 @@ crm_events_new (struct ev_loop *loop, crm_pg_t *pg, const char *service,
     self->batch = CRM_EVENTS_BATCH_DEFAULT;
 
     if (publish_endpoint && *publish_endpoint) {
-        self->pub = zsock_new (ZMQ_PUB);
-        assert (self->pub);
-        zsock_set_sndhwm (self->pub, SNDHWM);
-        zsock_set_linger (self->pub, 0);
-        if (crm_curve_client_apply (zsock_resolve (self->pub)) != 0 ||
-            zsock_connect (self->pub, "%s", publish_endpoint) != 0) {
+        self->pub = crm_broker_socket (ZMQ_PUB);
+        if (self->pub) {
+            zsock_set_sndhwm (self->pub, SNDHWM);
+            zsock_set_linger (self->pub, 0);
+        }
+        if (!self->pub || zsock_connect (self->pub, "%s", publish_endpoint) != 0) {
             crm_error ("could not connect the event fan-out to \"%s\": %s", publish_endpoint,
                        zmq_strerror (errno));
             zsock_destroy (&self->pub);

@@ -27,10 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MDP_MAXMSG_MARGIN     65536 //  Default ZMQ_MAXMSGSIZE is CRM_MAX_MESSAGE_BYTES plus this
-#define MDP_WORKER_BURST      64    //  Messages a worker reads before the loop runs others
-#define MDP_LINGER_MS         500   //  Time to flush DISCONNECT and last replies on close
-#define MDP_CLIENT_TIMEOUT_MS 5000  //  Default wait of crm_mdp_client_call
+#define MDP_WORKER_BURST      64   //  Messages a worker reads before the loop runs others
+#define MDP_LINGER_MS         500  //  Time to flush DISCONNECT and last replies on close
+#define MDP_CLIENT_TIMEOUT_MS 5000 //  Default wait of crm_mdp_client_call
 
 //  --------------------------------------------------------------------------
 //  Helpers
@@ -86,6 +85,20 @@ s_set_maxmsgsize (zsock_t *socket, int64_t bytes)
     zmq_setsockopt (zsock_resolve (socket), ZMQ_MAXMSGSIZE, &bytes, sizeof bytes);
 }
 
+zsock_t *
+crm_broker_socket (int type)
+{
+    zsock_t *socket = zsock_new (type);
+    if (!socket) {
+        crm_error ("could not make a socket for the broker: %s", zmq_strerror (errno));
+        return NULL;
+    }
+    s_set_maxmsgsize (socket, CRM_MAX_MESSAGE_BYTES + CRM_MDP_ENVELOPE_BYTES);
+    if (crm_curve_client_apply (zsock_resolve (socket)) != 0)
+        zsock_destroy (&socket);
+    return socket;
+}
+
 //  --------------------------------------------------------------------------
 //  Client
 
@@ -99,16 +112,11 @@ static int
 s_client_connect (crm_mdp_client_t *self)
 {
     zsock_destroy (&self->socket);
-    self->socket = zsock_new (ZMQ_DEALER);
+    self->socket = crm_broker_socket (ZMQ_DEALER);
     if (!self->socket)
         return -1;
-    s_set_maxmsgsize (self->socket, CRM_MAX_MESSAGE_BYTES + MDP_MAXMSG_MARGIN);
     //  A broker that is away must not block the caller forever
     zsock_set_sndtimeo (self->socket, self->timeout_ms);
-    if (crm_curve_client_apply (zsock_resolve (self->socket)) != 0) {
-        zsock_destroy (&self->socket);
-        return -1;
-    }
     if (zsock_connect (self->socket, "%s", self->broker) != 0) {
         crm_error ("could not connect to \"%s\": %s", self->broker, zmq_strerror (errno));
         zsock_destroy (&self->socket);
@@ -476,7 +484,7 @@ crm_mdp_worker_new (struct ev_loop *loop, const char *broker, const char *servic
     self->fn = fn;
     self->arg = arg;
     self->heartbeat_ms = CRM_MDP_HEARTBEAT_MS;
-    self->maxmsgsize = CRM_MAX_MESSAGE_BYTES + MDP_MAXMSG_MARGIN;
+    self->maxmsgsize = CRM_MAX_MESSAGE_BYTES + CRM_MDP_ENVELOPE_BYTES;
     if (!self->broker || !self->service) {
         free (self->broker);
         free (self->service);

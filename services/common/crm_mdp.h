@@ -23,6 +23,18 @@
 #define CRM_MDP_HEARTBEAT_MS 2500
 #define CRM_MDP_LIVENESS     3
 
+//  Room for the envelope (MDP frames, topic, sequence) above CRM_MAX_MESSAGE_BYTES
+//  in the ZMQ_MAXMSGSIZE of a socket to the broker.
+#define CRM_MDP_ENVELOPE_BYTES 65536
+
+//  A new socket of type (ZMQ_DEALER, ZMQ_SUB, ZMQ_PUB) to the broker, not yet
+//  connected: frames over CRM_MAX_MESSAGE_BYTES plus the envelope are refused
+//  (ZMQ_MAXMSGSIZE), and it is a CURVE client of the broker when the process
+//  has client keys (crm_curve.h). Every socket libcrm points at the broker
+//  starts here, so none forgets the keys. NULL, with an error line, on failure.
+//  Caller owns the result.
+zsock_t *crm_broker_socket (int type);
+
 //  --------------------------------------------------------------------------
 //  Client
 

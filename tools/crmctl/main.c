@@ -480,9 +480,8 @@ static int
 s_tail (crm_config_t *config, int argc, char **argv)
 {
     const char *endpoint = crm_config_get (config, "CRM_BROKER_EVENTS_OUT");
-    zsock_t *sub = zsock_new (ZMQ_SUB);
-    if (!sub || crm_curve_client_apply (zsock_resolve (sub)) != 0 ||
-        zsock_connect (sub, "%s", endpoint) != 0) {
+    zsock_t *sub = crm_broker_socket (ZMQ_SUB);
+    if (!sub || zsock_connect (sub, "%s", endpoint) != 0) {
         fprintf (stderr, "crmctl: could not connect to %s\n", endpoint);
         zsock_destroy (&sub);
         return 14;

@@ -1,6 +1,8 @@
-/*  test_curve.c - CURVE keys: hex and Z85, key pairs, the process's client keys applied to sockets. */
+/*  test_curve.c - CURVE keys: hex and Z85, key pairs, the process's client keys applied to sockets, crm_broker_socket. */
 #include "crm_curve.h"
 #include "crm_log.h"
+#include "crm_mdp.h"
+#include "crm_proto.h"
 #include "crm_test.h"
 
 #include <stdio.h>
@@ -122,6 +124,48 @@ test_client (void)
     zmq_ctx_term (ctx);
 }
 
+//  crm_broker_socket: the size cap always, the keys when they are set
+static int64_t
+s_maxmsgsize (zsock_t *socket)
+{
+    int64_t bytes = 0;
+    size_t size = sizeof bytes;
+    zmq_getsockopt (zsock_resolve (socket), ZMQ_MAXMSGSIZE, &bytes, &size);
+    return bytes;
+}
+
+static void
+test_broker_socket (void)
+{
+    int types[] = {ZMQ_DEALER, ZMQ_SUB, ZMQ_PUB};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        zsock_t *socket = crm_broker_socket (types[i]);
+        CHECK (socket != NULL);
+        CHECK_INT (zsock_type (socket), types[i]);
+        CHECK (s_maxmsgsize (socket) == CRM_MAX_MESSAGE_BYTES + CRM_MDP_ENVELOPE_BYTES);
+        CHECK_INT (s_mechanism (zsock_resolve (socket)), ZMQ_NULL);
+        zsock_destroy (&socket);
+    }
+    char broker_public[CRM_CURVE_KEY_HEX + 1], broker_secret[CRM_CURVE_KEY_HEX + 1];
+    char public_key[CRM_CURVE_KEY_HEX + 1], secret_key[CRM_CURVE_KEY_HEX + 1];
+    crm_curve_keypair (false, broker_public, broker_secret);
+    crm_curve_keypair (false, public_key, secret_key);
+    CHECK_INT (crm_curve_client_set (broker_public, secret_key), 0);
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        zsock_t *socket = crm_broker_socket (types[i]);
+        CHECK (socket != NULL);
+        CHECK (s_maxmsgsize (socket) == CRM_MAX_MESSAGE_BYTES + CRM_MDP_ENVELOPE_BYTES);
+        CHECK_INT (s_mechanism (zsock_resolve (socket)), ZMQ_CURVE);
+        uint8_t got[CRM_CURVE_KEY_BYTES], want[CRM_CURVE_KEY_BYTES];
+        size_t size = sizeof got;
+        zmq_getsockopt (zsock_resolve (socket), ZMQ_CURVE_SERVERKEY, got, &size);
+        crm_curve_key_decode (broker_public, want);
+        CHECK (memcmp (got, want, sizeof got) == 0);
+        zsock_destroy (&socket);
+    }
+    CHECK_INT (crm_curve_client_set (NULL, NULL), 0);
+}
+
 int
 main (void)
 {
@@ -131,6 +175,7 @@ main (void)
     crm_log_set_stream (quiet);
     RUN (test_keys);
     RUN (test_client);
+    RUN (test_broker_socket);
     crm_log_set_stream (NULL);
     fclose (quiet);
     return TEST_DONE ("test_curve");
