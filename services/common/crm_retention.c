@@ -123,10 +123,17 @@ s_on_answer (crm_pg_status_t status, const PGresult *result, const char *error, 
     }
     int index = self->current;
     s_task_t *task = &self->tasks[index];
+    if (status == CRM_PG_ESQL) {
+        //  One failing statement holds up none of the others
+        crm_error ("retention: %s failed: %s", task->name, error ? error : "no result");
+        if (s_send_from (self, index + 1))
+            return;
+        self->current = S_IDLE;
+        s_said (self);
+        return;
+    }
     if (status != CRM_PG_OK) {
-        //  The database went away: the next run carries on where this one stopped
-        if (status == CRM_PG_ESQL)
-            crm_error ("retention: %s failed: %s", task->name, error ? error : "no result");
+        //  The database went away: the next run does it all again
         self->current = S_IDLE;
         return;
     }

@@ -234,12 +234,17 @@ test_added (void)
     CHECK (strstr (text, "retention: 2345 chores done") != NULL);
     free (text);
 
-    //  A failing statement: an error line, the run ends, the next one tries again
+    //  A failing statement: an error line, and the statements after it still run;
+    //  the next run tries it again
+    crm_test_exec (s_admin, "CREATE OR REPLACE FUNCTION chore_count (p_limit int) RETURNS bigint "
+                            "LANGUAGE sql AS $$ SELECT 1::bigint WHERE p_limit > 0 $$");
+    crm_retention_add (retention, "counted", "SELECT chore_count ($1::int)", "runs counted");
     crm_test_exec (s_admin, "ALTER TABLE chore RENAME TO chore_away");
     CHECK (s_run (retention));
     text = crm_test_file_text (s_log);
     CHECK (strstr (text, "retention: chore failed") != NULL);
     free (text);
+    CHECK_INT (crm_retention_count (retention, "counted"), 1);
     crm_test_exec (s_admin, "ALTER TABLE chore_away RENAME TO chore");
     crm_test_exec (s_admin, "INSERT INTO chore VALUES (1)");
     CHECK (s_run (retention));
@@ -248,6 +253,7 @@ test_added (void)
     crm_config_destroy (&config);
     crm_pg_destroy (&pg);
     crm_test_exec (s_admin, "DROP TABLE chore");
+    crm_test_exec (s_admin, "DROP FUNCTION chore_count (int)");
 }
 
 static bool
