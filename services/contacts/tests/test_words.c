@@ -195,6 +195,35 @@ test_prune (void)
     CHECK_INT (s_noted (), 0);
 }
 
+//  A deleter cancelled inside its DELETE (here by statement_timeout, while
+//  another transaction holds the word's row) lets go of the lock: it is a
+//  session lock, which would otherwise outlive the error and stop every adder
+static void
+test_cancelled_delete (void)
+{
+    crm_test_exec (s_admin,
+                   "INSERT INTO contact_name_word VALUES ('heldword') ON CONFLICT DO NOTHING");
+    PGconn *holder = crm_test_connect (s_dsn, SCHEMA);
+    crm_test_exec (holder, "BEGIN");
+    crm_test_exec (holder, "SELECT 1 FROM contact_name_word WHERE word = 'heldword' FOR UPDATE");
+    PGconn *deleter = crm_test_connect (s_dsn, SCHEMA);
+    crm_test_exec (deleter, "SET statement_timeout = '300ms'");
+    PGresult *res = PQexec (deleter, "SELECT contact_name_words_delete (ARRAY['heldword'], NULL)");
+    CHECK_STR (PQresultErrorField (res, PG_DIAG_SQLSTATE), "57014"); //  query_canceled
+    PQclear (res);
+    CHECK_INT (s_locks_of (deleter), 0);
+    crm_test_exec (holder, "ROLLBACK");
+    //  The same session takes and lets go of it again as before
+    crm_test_exec (deleter, "RESET statement_timeout");
+    CHECK_INT (
+        crm_test_value (deleter, "SELECT contact_name_words_delete (ARRAY['heldword'], NULL)::int"),
+        1);
+    CHECK (!s_known ("heldword"));
+    CHECK_INT (s_locks_of (deleter), 0);
+    PQfinish (deleter);
+    PQfinish (holder);
+}
+
 int
 main (void)
 {
@@ -211,6 +240,7 @@ main (void)
     RUN (test_rename_while_adding);
     RUN (test_note_during_prune);
     RUN (test_prune);
+    RUN (test_cancelled_delete);
 
     crm_test_schema_drop (s_admin, SCHEMA);
     PQfinish (s_admin);
