@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <zmq.h>
 
 #define S_KEY    32
@@ -120,6 +121,30 @@ s_zap_parse_file (const char *text, s_keys_t *set, const char *where)
     return 0;
 }
 
+static bool
+s_zap_same_file (const struct stat *a, const struct stat *b)
+{
+    return a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_size == b->st_size && a->st_ino == b->st_ino;
+}
+
+//  True when what was read (st, from the open file) is the file as it stands,
+//  and it has stood for a moment. A change is noticed by its time stamp, size
+//  and inode, and a write in place can leave all three as they were read
+//  while it was under way (the time stamp is set as a write starts, and has
+//  a coarse tick): a file read too soon after a change is read again at the
+//  next handshake, until it has settled.
+static bool
+s_zap_settled (const char *path, const struct stat *st)
+{
+    struct stat now_st;
+    struct timespec now;
+    if (stat (path, &now_st) != 0 || !s_zap_same_file (&now_st, st) ||
+        clock_gettime (CLOCK_REALTIME, &now) != 0)
+        return false;
+    return now.tv_sec - st->st_mtim.tv_sec >= 2;
+}
+
 //  Reads the file into a fresh set; -1, the old set kept, when it cannot be read or parsed.
 static int
 s_zap_read_file (broker_zap_t *self)
@@ -146,7 +171,10 @@ s_zap_read_file (broker_zap_t *self)
     }
     free (self->file.keys);
     self->file = set;
-    self->seen = st;
+    if (s_zap_settled (self->keys_file, &st))
+        self->seen = st;
+    else
+        memset (&self->seen, 0, sizeof self->seen);
     return 0;
 }
 
@@ -157,14 +185,22 @@ s_zap_refresh (broker_zap_t *self)
     struct stat st;
     if (!self->keys_file || stat (self->keys_file, &st) != 0)
         return;
-    if (st.st_mtim.tv_sec == self->seen.st_mtim.tv_sec &&
-        st.st_mtim.tv_nsec == self->seen.st_mtim.tv_nsec && st.st_size == self->seen.st_size &&
-        st.st_ino == self->seen.st_ino)
+    if (s_zap_same_file (&st, &self->seen))
         return;
-    if (s_zap_read_file (self) == 0)
-        crm_info ("client keys of %s read again: %zu keys", self->keys_file, self->file.n);
-    else
+    size_t before_n = self->file.n;
+    uint8_t (*before)[S_KEY] = before_n ? malloc (before_n * S_KEY) : NULL;
+    assert (before || !before_n);
+    if (before_n)
+        memcpy (before, self->file.keys, before_n * S_KEY);
+    if (s_zap_read_file (self) == 0) {
+        //  Said when the keys changed, not at every read of a file still settling
+        if (self->file.n != before_n ||
+            (before_n && memcmp (before, self->file.keys, before_n * S_KEY) != 0))
+            crm_info ("client keys of %s read again: %zu keys", self->keys_file, self->file.n);
+    }
+    else if (s_zap_settled (self->keys_file, &st))
         self->seen = st; //  Said once; the keys read last still hold until the file changes
+    free (before);
 }
 
 broker_zap_t *
@@ -190,6 +226,10 @@ broker_zap_new (void *ctx, const char *keys, const char *keys_file)
         broker_zap_destroy (&self);
         return NULL;
     }
+    if (!self->any && self->given.n == 0 && self->file.n == 0)
+        crm_warn ("CURVE is on, and %s holds no key yet: no client may connect until one is "
+                  "added",
+                  self->keys_file);
     self->socket = zmq_socket (ctx, ZMQ_REP);
     int linger = 0;
     if (!self->socket || zmq_setsockopt (self->socket, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
@@ -294,9 +334,12 @@ s_zap_handle_one (broker_zap_t *self)
                   (const char *) zmq_msg_data (&parts[3]));
         snprintf (mechanism, sizeof mechanism, "%.*s", (int) zmq_msg_size (&parts[5]),
                   (const char *) zmq_msg_data (&parts[5]));
-        if (strcmp (mechanism, "CURVE") != 0)
-            //  Only the CURVE sockets ask; a socket without security has nothing to check
-            s_zap_reply (self->socket, &parts[1], "200", "OK", "");
+        if (zmq_msg_size (&parts[0]) != 3 || memcmp (zmq_msg_data (&parts[0]), "1.0", 3) != 0)
+            s_zap_reply (self->socket, &parts[1], "500", "ZAP version not supported", "");
+        else if (strcmp (mechanism, "CURVE") != 0)
+            //  Only the broker's CURVE sockets ask, and a CURVE server meets only CURVE
+            //  clients: anything else is refused
+            s_zap_reply (self->socket, &parts[1], "400", "only CURVE is admitted", "");
         else if (n < 7 || zmq_msg_size (&parts[6]) != S_KEY) {
             s_zap_reply (self->socket, &parts[1], "400", "no client key", "");
         }

@@ -19,7 +19,9 @@ typedef struct _broker_zap_t broker_zap_t;
 //  The handler in the libzmq context ctx, allowing the keys of keys
 //  (separated by commas or white space, or "*") and of the file keys_file
 //  (NULL or "": none). NULL, with an error line, when a key is not a key,
-//  the file cannot be read, or neither allows anyone.
+//  the file cannot be read, or neither a list nor a file is given (a file
+//  with no key yet is allowed, with a warning). Only CURVE requests of ZAP
+//  version 1.0 are admitted.
 broker_zap_t *broker_zap_new (void *ctx, const char *keys, const char *keys_file);
 
 //  Closes its socket and frees; idempotent.

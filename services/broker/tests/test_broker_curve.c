@@ -1,5 +1,6 @@
 /*  test_broker_curve.c - the broker with CURVE: known clients in, the others not; the keys file read again; events. */
 #include "broker.h"
+#include "zap.h"
 
 #include "crm_curve.h"
 #include "crm_log.h"
@@ -8,8 +9,10 @@
 #include "crm_test_broker.h"
 #include "crm_util.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -227,8 +230,105 @@ test_keys_file (void)
     s_write (path, "not-a-key\n");
     CHECK (s_answered (at, &s_bob, s_server.public_key, "404"));
     CHECK (s_answered (at, &s_alice, s_server.public_key, NULL));
+
+    //  Read just after a change, then written over in place with as many bytes and
+    //  left with the same time stamp (as a write within one tick of the clock can
+    //  leave it): read again all the same, since the first read came too soon
+    snprintf (text, sizeof text, "%s\n", s_carol.public_key);
+    s_write (path, text);
+    CHECK (s_answered (at, &s_carol, s_server.public_key, "404"));
+    struct stat before;
+    CHECK_INT (stat (path, &before), 0);
+    snprintf (text, sizeof text, "%s\n", s_alice.public_key);
+    FILE *file = fopen (path, "r+");
+    fputs (text, file);
+    fclose (file);
+    struct timespec times[2] = {before.st_atim, before.st_mtim};
+    CHECK_INT (utimensat (AT_FDCWD, path, times, 0), 0);
+    CHECK (s_answered (at, &s_alice, s_server.public_key, "404"));
+    CHECK (s_answered (at, &s_carol, s_server.public_key, NULL));
     crm_test_broker_stop (&broker);
     unlink (path);
+}
+
+//  An empty keys file: the broker starts, admits nobody, and admits a key once
+//  the file holds it
+static void
+test_empty_keys_file (void)
+{
+    char path[64];
+    snprintf (path, sizeof path, "/tmp/crm-test-broker-curve-%d.empty", (int) getpid ());
+    s_write (path, "# nobody yet\n");
+    crm_test_broker_t broker;
+    crm_test_broker_init (&broker, false);
+    broker.config.worker_endpoint = "tcp://127.0.0.1:*";
+    broker.config.curve_secret_key = s_server.secret_key;
+    broker.config.client_keys_file = path;
+    if (crm_test_broker_start (&broker) != 0) {
+        CHECK (!"the broker started");
+        unlink (path);
+        return;
+    }
+    CHECK (s_answered (broker.endpoint, &s_alice, s_server.public_key, NULL));
+    char text[128];
+    snprintf (text, sizeof text, "%s\n", s_alice.public_key);
+    s_write (path, text);
+    CHECK (s_answered (broker.endpoint, &s_alice, s_server.public_key, "404"));
+    crm_test_broker_stop (&broker);
+    unlink (path);
+}
+
+//  The ZAP handler on its own, asked as libzmq asks it (RFC 27): the reply
+//  status for a request of another version, of another mechanism, of a
+//  known and of an unknown key
+static const char *
+s_zap_status (void *ctx, broker_zap_t *zap, const char *version, const char *mechanism,
+              const uint8_t *key, char *status, size_t size)
+{
+    void *req = zmq_socket (ctx, ZMQ_REQ);
+    zmq_connect (req, "inproc://zeromq.zap.01");
+    const char *frames[] = {version, "7", "crm", "127.0.0.1", "", mechanism};
+    for (int i = 0; i < 6; i++)
+        zmq_send (req, frames[i], strlen (frames[i]), ZMQ_SNDMORE);
+    zmq_send (req, key, 32, 0);
+    zmq_pollitem_t item = {broker_zap_socket (zap), 0, ZMQ_POLLIN, 0};
+    zmq_poll (&item, 1, 1000);
+    broker_zap_handle (zap);
+    status[0] = '\0';
+    char frame[64];
+    for (int i = 0; i < 6; i++) {
+        int got = zmq_recv (req, frame, sizeof frame - 1, 0);
+        if (got < 0)
+            break;
+        frame[got < (int) sizeof frame - 1 ? got : (int) sizeof frame - 1] = '\0';
+        if (i == 2) {
+            size_t n = strlen (frame) < size ? strlen (frame) : size - 1;
+            memcpy (status, frame, n);
+            status[n] = '\0';
+        }
+    }
+    zmq_close (req);
+    return status;
+}
+
+static void
+test_zap_requests (void)
+{
+    void *ctx = zmq_ctx_new ();
+    broker_zap_t *zap = broker_zap_new (ctx, s_alice.public_key, NULL);
+    CHECK (zap != NULL);
+    uint8_t alice[32], bob[32];
+    crm_curve_key_decode (s_alice.public_key, alice);
+    crm_curve_key_decode (s_bob.public_key, bob);
+    char status[16];
+    CHECK_STR (s_zap_status (ctx, zap, "1.0", "CURVE", alice, status, sizeof status), "200");
+    CHECK_STR (s_zap_status (ctx, zap, "1.0", "CURVE", bob, status, sizeof status), "400");
+    CHECK_STR (s_zap_status (ctx, zap, "2.0", "CURVE", alice, status, sizeof status), "500");
+    CHECK_STR (s_zap_status (ctx, zap, "1.0", "PLAIN", alice, status, sizeof status), "400");
+    CHECK_STR (s_zap_status (ctx, zap, "1.0", "NULL", alice, status, sizeof status), "400");
+    broker_zap_destroy (&zap);
+    CHECK (zap == NULL);
+    zmq_ctx_term (ctx);
 }
 
 int
@@ -241,5 +341,7 @@ main (void)
     RUN (test_settings);
     RUN (test_clients);
     RUN (test_keys_file);
+    RUN (test_empty_keys_file);
+    RUN (test_zap_requests);
     return TEST_DONE ("test_broker_curve");
 }
