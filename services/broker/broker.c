@@ -1434,7 +1434,7 @@ broker_new (const broker_config_t *config)
         //  Before the CURVE sockets, so that no handshake finds nobody to ask
         self->zap = broker_zap_new (self->ctx, config->client_keys, config->client_keys_file);
         if (!self->zap) {
-            memset (secret, 0, sizeof secret);
+            explicit_bzero (secret, sizeof secret);
             broker_destroy (&self);
             return NULL;
         }
@@ -1457,7 +1457,7 @@ broker_new (const broker_config_t *config)
                              self->events_out, sizeof self->events_out);
         bound = self->xsub && self->xpub;
     }
-    memset (secret, 0, sizeof secret);
+    explicit_bzero (secret, sizeof secret);
     if (!bound) {
         broker_destroy (&self);
         return NULL;

@@ -76,9 +76,9 @@ crm_curve_keypair (bool z85, char *public_key, char *secret_key)
         crm_hex (key, S_KEY, public_key);
         zmq_z85_decode (key, secret_z85);
         crm_hex (key, S_KEY, secret_key);
-        memset (key, 0, sizeof key);
+        explicit_bzero (key, sizeof key);
     }
-    memset (secret_z85, 0, sizeof secret_z85);
+    explicit_bzero (secret_z85, sizeof secret_z85);
     return 0;
 }
 
@@ -87,12 +87,14 @@ crm_curve_public (const char *secret_key, char public_key[CRM_CURVE_KEY_Z85 + 1]
 {
     uint8_t secret[S_KEY];
     char secret_z85[CRM_CURVE_KEY_Z85 + 1];
-    if (crm_curve_key_decode (secret_key, secret) != 0)
-        return -1;
-    zmq_z85_encode (secret_z85, secret, S_KEY);
-    int rc = zmq_curve_public (public_key, secret_z85) == 0 ? 0 : -1;
-    memset (secret, 0, sizeof secret);
-    memset (secret_z85, 0, sizeof secret_z85);
+    int rc = -1;
+    if (crm_curve_key_decode (secret_key, secret) == 0) {
+        zmq_z85_encode (secret_z85, secret, S_KEY);
+        rc = zmq_curve_public (public_key, secret_z85) == 0 ? 0 : -1;
+    }
+    //  Wiped on every path: a decode that failed part-way leaves part of a key
+    explicit_bzero (secret, sizeof secret);
+    explicit_bzero (secret_z85, sizeof secret_z85);
     return rc;
 }
 
