@@ -56,7 +56,7 @@ UNIT_BINS := $(patsubst services/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test check unit e2e test-san run bench format format-check clean help deps
+.PHONY: all test check unit e2e test-san run bench format format-check clean help deps FORCE
 .SECONDARY:
 
 all: $(BINS) $(UNIT_BINS) $(BENCH_BINS)
@@ -85,11 +85,22 @@ $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
 $(BUILD)/gen/crm_registry.c: $(PB_H) tools/gen-registry.sh
 	$(Q)tools/gen-registry.sh $(PB_H) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/gen/common_migrations.c: $(wildcard services/common/migrations/*.sql) tools/embed-sql.sh
+# The names of every migration file, rewritten only when they change: a file removed or
+# renamed (a checkout of another commit) must rebuild what embeds them, and time stamps alone
+# do not show that
+MIGRATION_FILES := $(sort $(wildcard services/*/migrations/*.sql))
+$(BUILD)/gen/migrations.list: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(MIGRATION_FILES)' | cmp -s - $@ || echo '$(MIGRATION_FILES)' > $@
+FORCE:
+
+$(BUILD)/gen/common_migrations.c: $(wildcard services/common/migrations/*.sql) tools/embed-sql.sh \
+                                  $(BUILD)/gen/migrations.list
 	@mkdir -p $(dir $@)
 	$(Q)tools/embed-sql.sh crm_common_migrations $(sort $(wildcard services/common/migrations/*.sql)) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/gen/%_migrations.c: $(wildcard services/*/migrations/*.sql) tools/embed-sql.sh
+$(BUILD)/gen/%_migrations.c: $(wildcard services/*/migrations/*.sql) tools/embed-sql.sh \
+                             $(BUILD)/gen/migrations.list
 	@mkdir -p $(dir $@)
 	$(Q)tools/embed-sql.sh $*_migrations $(sort $(wildcard services/$*/migrations/*.sql)) > $@.tmp && mv $@.tmp $@
 
