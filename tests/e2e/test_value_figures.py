@@ -221,3 +221,21 @@ def test_merged_erased_and_unknown_contacts(api, client, fresh, branch):
     assert wait_figures(api, marker.id, want_marker)[0] == want_marker
     figures, segment = figures_of(api, erased.id)
     assert figures["purchase_count"] == 0 and segment == "none"
+
+
+def test_a_spend_out_of_range_stops_nothing(api, client, fresh, branch):
+    # Each total fits in 64 bits, but the two together do not: the second amount is left out
+    # (the purchase still counts), and the orders events after it are applied as before
+    orders = OrdersApi(client, branch)
+    big = new_contact(api, fresh)
+    huge = 9_000_000_000_000_000_000
+    orders.purchase(big.id, [("Island", 1, huge)])
+    orders.purchase(big.id, [("Another island", 1, huge)])
+    later = new_contact(api, fresh)
+    orders.purchase(later.id, [("Postcard", 1, 150)])
+    want = expected_figures(orders, later.id)
+    figures, _ = wait_figures(api, later.id, want)
+    assert figures == want, "the events after the out-of-range amount were not applied"
+    figures, _ = figures_of(api, big.id)
+    assert figures["purchase_count"] == 2
+    assert figures["total_spend"] == (huge, "EUR")
