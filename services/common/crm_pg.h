@@ -2,10 +2,12 @@
  *
  *  One crm_pg_t holds one connection. Statements are prepared once (and again
  *  after every reconnect) and called by name with text parameters. Reads are
- *  pipelined outside any transaction. Writes queued while a write transaction
- *  is running are committed together in the next one (group commit): if that
- *  transaction fails as a whole, each of its writes is retried alone, so one
- *  bad write never fails its neighbours.
+ *  pipelined, never inside a write transaction; the reads sent together share
+ *  one implicit transaction, and those after a read that fails in it are sent
+ *  again, so no read fails for another. Writes queued while a write
+ *  transaction is running are committed together in the next one (group
+ *  commit): if that transaction fails as a whole, each of its writes is
+ *  retried alone, so one bad write never fails its neighbours.
  */
 #ifndef CRM_PG_H_INCLUDED
 #define CRM_PG_H_INCLUDED
@@ -24,13 +26,15 @@ typedef enum {
 //  Called exactly once per submitted statement, on the loop. On CRM_PG_OK
 //  result is the statement's result (borrowed: valid during the call only) and
 //  error is NULL; otherwise result is NULL and error says why (borrowed).
-//  A write's callback is called only after its transaction committed.
+//  A write's callback with CRM_PG_OK is called only after its transaction
+//  committed; with CRM_PG_EUNAVAILABLE the outcome is unknown (the connection
+//  broke), and the caller resends with the same request id.
 typedef void (crm_pg_fn) (crm_pg_status_t status, const PGresult *result, const char *error,
                           void *arg);
 
 //  Connects to dsn with search_path set to schema, on loop; keeps
-//  reconnecting with backoff while the server is away. Returns NULL only on a
-//  bad dsn. Caller owns the result.
+//  reconnecting with backoff while the server is away. Returns NULL on a bad
+//  dsn or out of memory. Caller owns the result.
 crm_pg_t *crm_pg_new (struct ev_loop *loop, const char *dsn, const char *schema);
 
 //  Fails pending statements with CRM_PG_EUNAVAILABLE, closes, frees; idempotent.
@@ -48,17 +52,21 @@ int crm_pg_prepare (crm_pg_t *self, const char *name, const char *sql, int npara
 //  each write's callback gets its row as a one-row result. Only consecutive
 //  writes of name, two or more, are batched. A transaction whose batch fails
 //  is retried one write at a time with name itself, like any failed write
-//  transaction, so a bad write still fails alone.
+//  transaction, so a bad write still fails alone. A batch that returns the
+//  wrong number of rows (or rows that cannot be copied) has committed all the
+//  same; its writes are then also run again alone, so a write must be safe to
+//  run twice, as every write of the suite is (a request id claimed in the
+//  idempotency store, a consumer position, a conditional update).
 int crm_pg_prepare_batch (crm_pg_t *self, const char *name, const char *batch_sql);
 
-//  Runs a prepared statement outside a transaction. values are text (NULL for
-//  SQL NULL) and are copied. 0 when queued; -1 when not connected (fn is then
-//  not called).
+//  Runs a prepared statement as a read (see above). values are text (NULL for
+//  SQL NULL) and are copied. 0 when queued; -1 when not connected, name is not
+//  registered, or out of memory (fn is then not called).
 int crm_pg_read (crm_pg_t *self, const char *name, int nparams, const char *const *values,
                  crm_pg_fn *fn, void *arg);
 
 //  Runs a prepared statement in the next group-committed write transaction.
-//  0 when queued; -1 when not connected (fn is then not called).
+//  0 when queued; -1 as for crm_pg_read (fn is then not called).
 int crm_pg_write (crm_pg_t *self, const char *name, int nparams, const char *const *values,
                   crm_pg_fn *fn, void *arg);
 
