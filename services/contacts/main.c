@@ -2,6 +2,7 @@
 #include "contacts.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 extern const crm_migration_t contacts_migrations[];
 extern const size_t contacts_migrations_count;
@@ -17,7 +18,7 @@ static const crm_config_var_t s_vars[] = {
     {"CRM_BROKER_EVENTS_OUT", "tcp://127.0.0.1:5557",
      "broker endpoint giving the live event stream (XPUB), for wake-ups; empty: poll only"},
     {"CRM_CONTACTS_ORDERS_SOURCE", "orders",
-     "MDP service of the orders events feeding the value figures; empty: not kept"},
+     "\"orders\": value figures from the orders service's events; empty: not kept"},
     CRM_APP_CONFIG_VARS,
     {NULL, NULL, NULL},
 };
@@ -51,7 +52,14 @@ main (int argc, char **argv)
     //  Name words a rename gave up while others were adding words (0006_name_words_prune.sql)
     crm_retention_add (app.retention, "contact_name_words_prune",
                        "SELECT contact_name_words_prune ($1::int)", "name words checked");
+    //  The apply keeps its position under "orders" (0003_value_figures.sql): another
+    //  name would read one position and move another
     const char *orders_source = crm_config_get (app.config, "CRM_CONTACTS_ORDERS_SOURCE");
+    if (*orders_source && strcmp (orders_source, "orders") != 0) {
+        crm_error ("CRM_CONTACTS_ORDERS_SOURCE is \"orders\" or empty, not \"%s\"", orders_source);
+        crm_app_destroy (&app);
+        return EXIT_FAILURE;
+    }
     if (*orders_source) {
         contacts.orders =
             crm_consumer_new (app.loop, app.pg, crm_config_get (app.config, "CRM_BROKER_ENDPOINT"),

@@ -3,11 +3,15 @@ service's event log: purchases placed and completed through orders show in the c
 seconds, once each, and equal what the orders themselves add up to."""
 
 import datetime
+import os
+import subprocess
 import time
 import uuid
 
 import pytest
 from crm.v1 import common_pb2, orders_pb2
+
+from conftest import EXTERNAL
 
 WAIT_S = 10.0  # The consumer is woken live; its poll runs every second anyway
 
@@ -239,3 +243,16 @@ def test_a_spend_out_of_range_stops_nothing(api, client, fresh, branch):
     figures, _ = figures_of(api, big.id)
     assert figures["purchase_count"] == 2
     assert figures["total_spend"] == (huge, "EUR")
+
+
+@pytest.mark.skipif(EXTERNAL, reason="starts a contacts instance of its own")
+def test_another_orders_source_is_refused():
+    # The figures' position is kept under "orders": a service started with another source
+    # name would read one position and move another, so it does not start
+    env = dict(os.environ, CRM_CONTACTS_DSN=os.environ["CRM_E2E_CONTACTS_DSN"],
+               CRM_CONTACTS_ORDERS_SOURCE="shop-orders", CRM_LOG_FORMAT="text")
+    done = subprocess.run([os.path.join(os.environ.get("CRM_E2E_BIN", "build/bin"),
+                                        "crm-contacts")],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "CRM_CONTACTS_ORDERS_SOURCE" in done.stdout + done.stderr
