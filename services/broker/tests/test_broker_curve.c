@@ -183,6 +183,23 @@ s_write (const char *path, const char *text)
     rename (temporary, path);
 }
 
+//  A CURVE broker admitting the keys of the file at path; 0, or -1 (checked
+//  failed, path removed) when it did not start
+static int
+s_start_with_keys_file (crm_test_broker_t *broker, const char *path)
+{
+    crm_test_broker_init (broker, false);
+    broker->config.worker_endpoint = "tcp://127.0.0.1:*";
+    broker->config.curve_secret_key = s_server.secret_key;
+    broker->config.client_keys_file = path;
+    if (crm_test_broker_start (broker) != 0) {
+        CHECK (!"the broker started");
+        unlink (path);
+        return -1;
+    }
+    return 0;
+}
+
 //  Keys from a file, with comments; a change to it holds for the next connection
 static void
 test_keys_file (void)
@@ -207,14 +224,8 @@ test_keys_file (void)
     s_write (path, text);
 
     crm_test_broker_t broker;
-    crm_test_broker_init (&broker, false);
-    broker.config.worker_endpoint = "tcp://127.0.0.1:*";
-    broker.config.curve_secret_key = s_server.secret_key;
-    broker.config.client_keys_file = path;
-    if (crm_test_broker_start (&broker) != 0) {
-        unlink (path);
+    if (s_start_with_keys_file (&broker, path) != 0)
         return;
-    }
     const char *at = broker.endpoint;
     CHECK (s_answered (at, &s_alice, s_server.public_key, "404"));
     CHECK (s_answered (at, &hashed, s_server.public_key, "404"));
@@ -260,15 +271,8 @@ test_empty_keys_file (void)
     snprintf (path, sizeof path, "/tmp/crm-test-broker-curve-%d.empty", (int) getpid ());
     s_write (path, "# nobody yet\n");
     crm_test_broker_t broker;
-    crm_test_broker_init (&broker, false);
-    broker.config.worker_endpoint = "tcp://127.0.0.1:*";
-    broker.config.curve_secret_key = s_server.secret_key;
-    broker.config.client_keys_file = path;
-    if (crm_test_broker_start (&broker) != 0) {
-        CHECK (!"the broker started");
-        unlink (path);
+    if (s_start_with_keys_file (&broker, path) != 0)
         return;
-    }
     CHECK (s_answered (broker.endpoint, &s_alice, s_server.public_key, NULL));
     char text[128];
     snprintf (text, sizeof text, "%s\n", s_alice.public_key);
