@@ -33,7 +33,9 @@ typedef void (crm_pg_fn) (crm_pg_status_t status, const PGresult *result, const 
                           void *arg);
 
 //  Connects to dsn with search_path set to schema, on loop; keeps
-//  reconnecting with backoff while the server is away. Returns NULL on a bad
+//  reconnecting with backoff while the server is away. Over TCP, keepalives
+//  (30 s idle, then 10 s apart, 3 probes) and a tcp_user_timeout of 60 s
+//  notice a server gone without a word, unless the dsn sets its own. Returns NULL on a bad
 //  dsn or out of memory. Caller owns the result.
 crm_pg_t *crm_pg_new (struct ev_loop *loop, const char *dsn, const char *schema);
 

@@ -4,7 +4,12 @@
 #include "crm_test.h"
 #include "crm_test_kit.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <ev.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -789,6 +794,55 @@ test_destroy_from_callback (void)
         CHECK_INT (others[i].calls, 1);
 }
 
+//  True when this process has a connection to port with SO_KEEPALIVE on and
+//  TCP_KEEPIDLE and TCP_USER_TIMEOUT as given (the test's other connections
+//  have libpq's defaults)
+static bool
+s_tcp_connection_with (int port, int idle, int user_timeout)
+{
+    DIR *dir = opendir ("/proc/self/fd");
+    bool found = false;
+    struct dirent *entry;
+    while (dir && !found && (entry = readdir (dir))) {
+        int fd = atoi (entry->d_name);
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        if (fd <= 2 || getpeername (fd, (struct sockaddr *) &peer, &len) != 0 ||
+            peer.sin_family != AF_INET || ntohs (peer.sin_port) != port)
+            continue;
+        int keepalive = 0, got_idle = 0, got_timeout = 0;
+        socklen_t size = sizeof (int);
+        getsockopt (fd, SOL_SOCKET, SO_KEEPALIVE, &keepalive, &size);
+        size = sizeof (int);
+        getsockopt (fd, IPPROTO_TCP, TCP_KEEPIDLE, &got_idle, &size);
+        size = sizeof (int);
+        getsockopt (fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &got_timeout, &size);
+        found = keepalive && got_idle == idle && got_timeout == user_timeout;
+    }
+    if (dir)
+        closedir (dir);
+    return found;
+}
+
+//  A connection notices a server gone without a word within about a minute:
+//  TCP keepalives and a user timeout, unless the dsn sets its own
+static void
+test_tcp_settings (void)
+{
+    const char *at = strstr (s_dsn, "port=");
+    int port = at ? atoi (at + 5) : 5432;
+    const char *extra[] = {NULL, "keepalives_idle=7 tcp_user_timeout=5000"};
+    int want_idle[] = {30, 7}, want_timeout[] = {60000, 5000};
+    for (int i = 0; i < 2; i++) {
+        crm_pg_t *pg = s_pg_new (extra[i]);
+        if (!pg)
+            return;
+        CHECK (crm_test_run_until (s_loop, crm_test_pg_connected, pg, 5));
+        CHECK (s_tcp_connection_with (port, want_idle[i], want_timeout[i]));
+        crm_pg_destroy (&pg);
+    }
+}
+
 int
 main (void)
 {
@@ -806,6 +860,7 @@ main (void)
 
     RUN (test_message);
     RUN (test_new_and_not_connected);
+    RUN (test_tcp_settings);
     RUN (test_reads);
     RUN (test_reads_wait_for_the_group_in_flight);
     RUN (test_group_commit);
