@@ -1028,29 +1028,34 @@ s_connect_poll (crm_pg_t *self)
     }
 }
 
-//  TCP settings every connection gets unless its dsn says otherwise: a server
-//  that vanishes without closing the connection (its host down, the network
-//  cut) is noticed within about a minute, idle or not, rather than after the
-//  kernel's quarter of an hour of retransmissions, with every request waiting
-static const char *const s_tcp_keywords[] = {
-    "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+//  Settings every connection gets unless its dsn says otherwise. A server that
+//  vanishes without closing the connection (its host down, the network cut) is
+//  noticed within about a minute, idle or not, rather than after the kernel's
+//  quarter of an hour of retransmissions, with every request waiting. A
+//  statement that waits half a minute (a lock a stuck session holds) fails
+//  rather than holding its request and those behind it for ever: every
+//  statement of the suite takes milliseconds.
+static const char *const s_default_keywords[] = {
+    "keepalives",       "keepalives_idle",  "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "options",
 };
-static const char *const s_tcp_values[] = {"1", "30", "10", "3", "60000"};
-#define S_TCP_SETTINGS (sizeof s_tcp_keywords / sizeof *s_tcp_keywords)
+static const char *const s_default_values[] = {"1", "30",    "10",
+                                               "3", "60000", "-c statement_timeout=30s"};
+#define S_DEFAULTS (sizeof s_default_keywords / sizeof *s_default_keywords)
 
 static void
 s_connect_start (crm_pg_t *self)
 {
     self->state = STATE_CONNECTING;
     //  The dsn comes after the defaults, so what it sets wins
-    const char *keywords[S_TCP_SETTINGS + 2], *values[S_TCP_SETTINGS + 2];
-    for (size_t i = 0; i < S_TCP_SETTINGS; i++) {
-        keywords[i] = s_tcp_keywords[i];
-        values[i] = s_tcp_values[i];
+    const char *keywords[S_DEFAULTS + 2], *values[S_DEFAULTS + 2];
+    for (size_t i = 0; i < S_DEFAULTS; i++) {
+        keywords[i] = s_default_keywords[i];
+        values[i] = s_default_values[i];
     }
-    keywords[S_TCP_SETTINGS] = "dbname";
-    values[S_TCP_SETTINGS] = self->dsn;
-    keywords[S_TCP_SETTINGS + 1] = values[S_TCP_SETTINGS + 1] = NULL;
+    keywords[S_DEFAULTS] = "dbname";
+    values[S_DEFAULTS] = self->dsn;
+    keywords[S_DEFAULTS + 1] = values[S_DEFAULTS + 1] = NULL;
     self->conn = PQconnectStartParams (keywords, values, 1);
     if (!self->conn || PQstatus (self->conn) == CONNECTION_BAD) {
         s_connect_failed (self, self->conn ? PQerrorMessage (self->conn) : "out of memory");

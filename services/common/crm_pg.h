@@ -35,7 +35,8 @@ typedef void (crm_pg_fn) (crm_pg_status_t status, const PGresult *result, const 
 //  Connects to dsn with search_path set to schema, on loop; keeps
 //  reconnecting with backoff while the server is away. Over TCP, keepalives
 //  (30 s idle, then 10 s apart, 3 probes) and a tcp_user_timeout of 60 s
-//  notice a server gone without a word, unless the dsn sets its own. Returns NULL on a bad
+//  notice a server gone without a word, and statement_timeout is 30 s,
+//  unless the dsn sets its own (keepalives_idle=..., options='-c ...'). Returns NULL on a bad
 //  dsn or out of memory. Caller owns the result.
 crm_pg_t *crm_pg_new (struct ev_loop *loop, const char *dsn, const char *schema);
 

@@ -824,21 +824,32 @@ s_tcp_connection_with (int port, int idle, int user_timeout)
     return found;
 }
 
-//  A connection notices a server gone without a word within about a minute:
-//  TCP keepalives and a user timeout, unless the dsn sets its own
+//  A connection notices a server gone without a word within about a minute
+//  (TCP keepalives and a user timeout), and a statement waiting half a minute
+//  fails (statement_timeout), unless the dsn sets its own
 static void
-test_tcp_settings (void)
+test_connection_defaults (void)
 {
     const char *at = strstr (s_dsn, "port=");
     int port = at ? atoi (at + 5) : 5432;
-    const char *extra[] = {NULL, "keepalives_idle=7 tcp_user_timeout=5000"};
+    const char *extra[] = {NULL, "keepalives_idle=7 tcp_user_timeout=5000 "
+                                 "options='-c statement_timeout=250ms'"};
     int want_idle[] = {30, 7}, want_timeout[] = {60000, 5000};
+    const char *want_statement_timeout[] = {"30s", "250ms"};
     for (int i = 0; i < 2; i++) {
         crm_pg_t *pg = s_pg_new (extra[i]);
         if (!pg)
             return;
+        CHECK_INT (
+            crm_pg_prepare (pg, "timeout", "SELECT current_setting ('statement_timeout')", 0), 0);
         CHECK (crm_test_run_until (s_loop, crm_test_pg_connected, pg, 5));
         CHECK (s_tcp_connection_with (port, want_idle[i], want_timeout[i]));
+        answer_t setting;
+        memset (&setting, 0, sizeof setting);
+        CHECK_INT (crm_pg_read (pg, "timeout", 0, NULL, s_on_answer, &setting), 0);
+        CHECK (crm_test_run_until (s_loop, crm_test_pg_idle, pg, 5));
+        CHECK_INT (setting.status, CRM_PG_OK);
+        CHECK_STR (setting.value, want_statement_timeout[i]);
         crm_pg_destroy (&pg);
     }
 }
@@ -860,7 +871,7 @@ main (void)
 
     RUN (test_message);
     RUN (test_new_and_not_connected);
-    RUN (test_tcp_settings);
+    RUN (test_connection_defaults);
     RUN (test_reads);
     RUN (test_reads_wait_for_the_group_in_flight);
     RUN (test_group_commit);
