@@ -1422,7 +1422,7 @@ broker_new (const broker_config_t *config)
         return NULL;
     }
     //  The secret key is needed while the sockets clients reach are made, and not kept
-    uint8_t secret[32] = {0};
+    uint8_t secret[CRM_CURVE_KEY_BYTES] = {0};
     const uint8_t *curve_secret = NULL;
     if (curve) {
         if (crm_curve_key_decode (config->curve_secret_key, secret) != 0) {

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <zmq.h>
 
-#define S_KEY    32
+#define S_KEY    CRM_CURVE_KEY_BYTES
 #define S_FRAMES 8 //  A request has 7 frames for CURVE; more are read and dropped
 
 typedef struct {
@@ -145,7 +145,9 @@ s_zap_settled (const char *path, const struct stat *st)
     return now.tv_sec - st->st_mtim.tv_sec >= 2;
 }
 
-//  Reads the file into a fresh set; -1, the old set kept, when it cannot be read or parsed.
+//  Reads the file into a fresh set: 1 when its keys differ from those read
+//  before, 0 when they are the same; -1, the old set kept, when it cannot be
+//  read or parsed.
 static int
 s_zap_read_file (broker_zap_t *self)
 {
@@ -169,13 +171,15 @@ s_zap_read_file (broker_zap_t *self)
         free (set.keys);
         return -1;
     }
+    bool changed =
+        set.n != self->file.n || (set.n && memcmp (set.keys, self->file.keys, set.n * S_KEY) != 0);
     free (self->file.keys);
     self->file = set;
     if (s_zap_settled (self->keys_file, &st))
         self->seen = st;
     else
         memset (&self->seen, 0, sizeof self->seen);
-    return 0;
+    return changed ? 1 : 0;
 }
 
 //  Reads the file again when it changed since it was read.
@@ -187,20 +191,12 @@ s_zap_refresh (broker_zap_t *self)
         return;
     if (s_zap_same_file (&st, &self->seen))
         return;
-    size_t before_n = self->file.n;
-    uint8_t (*before)[S_KEY] = before_n ? malloc (before_n * S_KEY) : NULL;
-    assert (before || !before_n);
-    if (before_n)
-        memcpy (before, self->file.keys, before_n * S_KEY);
-    if (s_zap_read_file (self) == 0) {
-        //  Said when the keys changed, not at every read of a file still settling
-        if (self->file.n != before_n ||
-            (before_n && memcmp (before, self->file.keys, before_n * S_KEY) != 0))
-            crm_info ("client keys of %s read again: %zu keys", self->keys_file, self->file.n);
-    }
-    else if (s_zap_settled (self->keys_file, &st))
+    int rc = s_zap_read_file (self);
+    //  Said when the keys changed, not at every read of a file still settling
+    if (rc == 1)
+        crm_info ("client keys of %s read again: %zu keys", self->keys_file, self->file.n);
+    else if (rc < 0 && s_zap_settled (self->keys_file, &st))
         self->seen = st; //  Said once; the keys read last still hold until the file changes
-    free (before);
 }
 
 broker_zap_t *
@@ -215,7 +211,7 @@ broker_zap_new (void *ctx, const char *keys, const char *keys_file)
     }
     if (keys_file && *keys_file) {
         self->keys_file = strdup (keys_file);
-        if (s_zap_read_file (self) != 0) {
+        if (s_zap_read_file (self) < 0) {
             broker_zap_destroy (&self);
             return NULL;
         }

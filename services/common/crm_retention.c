@@ -123,26 +123,22 @@ s_on_answer (crm_pg_status_t status, const PGresult *result, const char *error, 
     }
     int index = self->current;
     s_task_t *task = &self->tasks[index];
-    if (status == CRM_PG_ESQL) {
-        //  One failing statement holds up none of the others
-        crm_error ("retention: %s failed: %s", task->name, error ? error : "no result");
-        if (s_send_from (self, index + 1))
-            return;
-        self->current = S_IDLE;
-        s_said (self);
-        return;
-    }
-    if (status != CRM_PG_OK) {
+    if (status == CRM_PG_EUNAVAILABLE) {
         //  The database went away: the next run does it all again
         self->current = S_IDLE;
         return;
     }
-    int64_t count = PQntuples (result) == 1 ? strtoll (PQgetvalue (result, 0, 0), NULL, 10) : 0;
-    task->run += count;
-    task->total += count;
-    //  A full batch: there may be more of the same
-    if (count >= CRM_RETENTION_BATCH && s_send (self, index))
-        return;
+    if (status == CRM_PG_ESQL)
+        //  One failing statement holds up none of the others
+        crm_error ("retention: %s failed: %s", task->name, error ? error : "no result");
+    else {
+        int64_t count = PQntuples (result) == 1 ? strtoll (PQgetvalue (result, 0, 0), NULL, 10) : 0;
+        task->run += count;
+        task->total += count;
+        //  A full batch: there may be more of the same
+        if (count >= CRM_RETENTION_BATCH && s_send (self, index))
+            return;
+    }
     if (s_send_from (self, index + 1))
         return;
     self->current = S_IDLE;
