@@ -68,7 +68,10 @@ crm_app_serve (crm_app_t *app, void *ctx, crm_service_stop_fn *on_stop, void *ar
     assert (app && app->pg);
     const crm_app_spec_t *spec = app->spec;
     int64_t ready_by = crm_mono_ms () + S_READY_WAIT_MS;
-    while (!crm_pg_connected (app->pg) && crm_mono_ms () < ready_by)
+    //  Both connections: GetEvents is served on the event log's, and a request the
+    //  broker hands over at once must not find it still connecting
+    while ((!crm_pg_connected (app->pg) || !crm_pg_connected (app->events_pg)) &&
+           crm_mono_ms () < ready_by)
         ev_run (app->loop, EVRUN_ONCE);
     app->service =
         crm_service_new (app->loop, app->config, spec->service, spec->desc, spec->methods, ctx);

@@ -59,8 +59,8 @@ typedef struct {
 //  log line said why, exit 1. On anything but 0, app holds nothing.
 int crm_app_init (crm_app_t *app, const crm_app_spec_t *spec, int argc, char **argv);
 
-//  Waits a little for the database (registering before it answers would
-//  only earn the first requests UNAVAILABLE), registers with the broker with
+//  Waits a little for the database, on both connections (registering before
+//  they answer would only earn the first requests UNAVAILABLE), registers with the broker with
 //  ctx for the handlers, and runs until SIGTERM or SIGINT, then until the
 //  calls in flight are answered or CRM_DRAIN_S passed; on_stop (may be NULL)
 //  is called with arg when the signal comes. 0, or -1 when the service could
